@@ -1,0 +1,341 @@
+// Node-API glue: a flat function table (described for TypeScript in
+// src/native.ts). The only place where our threads meet JS is CallJs below:
+// a fcgi::Completion built on a worker or the poller arrives here through the
+// server's one TypedThreadSafeFunction and becomes JS values.
+#include <napi.h>
+
+#include <arpa/inet.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <memory>
+
+#include "listener.h"
+#include "server.h"
+
+namespace fcgi {
+namespace {
+
+struct ServerBox;
+void CallJs(Napi::Env env, Napi::Function fn, ServerBox* box, Completion* c);
+using Tsfn = Napi::TypedThreadSafeFunction<ServerBox, Completion, CallJs>;
+
+struct ServerBox {
+  std::unique_ptr<Server> server;
+  Tsfn tsfn;
+  bool tsfn_live = false;
+  bool destroyed = false;
+  Napi::Env::CleanupHook<void (*)(ServerBox*), ServerBox> hook;
+  bool hook_set = false;
+
+  void Destroy(Napi::Env env, bool from_hook) {
+    if (destroyed) return;
+    destroyed = true;
+    if (server) server->Destroy();  // joins our threads; no JS runs here
+    if (tsfn_live) {
+      tsfn_live = false;
+      tsfn.Abort();  // drops queued completions (CallJs frees them)
+    }
+    if (hook_set && !from_hook) hook.Remove(env);
+    hook_set = false;
+  }
+};
+
+void CleanupHook(ServerBox* box) {
+  // Process exit or worker.terminate(): stop threads, call no JS.
+  box->hook_set = false;
+  box->Destroy(Napi::Env(nullptr), true);
+}
+
+Napi::Value ErrnoResult(Napi::Env env, const SysError& err) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("errno", Napi::Number::New(env, err.errno_));
+  o.Set("syscall", Napi::String::New(env, err.syscall_));
+  return o;
+}
+
+Napi::Value FdResult(Napi::Env env, int fd) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("fd", Napi::Number::New(env, fd));
+  return o;
+}
+
+void CallJs(Napi::Env env, Napi::Function fn, ServerBox*, Completion* c) {
+  std::unique_ptr<Completion> own(c);
+  if (env == nullptr || fn.IsEmpty()) return;  // torn down: just free
+  Napi::Value payload = env.Undefined();
+  double n1 = 0, n2 = 0;
+  switch (c->kind) {
+    case EventKind::kAccept:
+      if (c->status == 0) {
+        Napi::Object params = Napi::Object::New(env);
+        for (const std::string& kv : c->env) {
+          size_t eq = kv.find('=');
+          if (eq == std::string::npos) eq = kv.size();
+          // Bytes as latin1, like node:http's raw header values: lossless.
+          napi_value name, value;
+          napi_create_string_latin1(env, kv.data(), eq, &name);
+          size_t vstart = eq < kv.size() ? eq + 1 : kv.size();
+          napi_create_string_latin1(env, kv.data() + vstart, kv.size() - vstart, &value);
+          napi_set_property(env, params, name, value);
+        }
+        payload = params;
+        n1 = c->role;
+        n2 = c->request_id + (c->keep_conn ? 65536 : 0);
+      }
+      break;
+    case EventKind::kRead:
+      if (!c->data.empty()) payload = Napi::Buffer<char>::Copy(env, c->data.data(), c->data.size());
+      n1 = c->eof ? 1 : 0;
+      break;
+    default:
+      break;
+  }
+  fn.Call({Napi::Number::New(env, c->slot_id), Napi::Number::New(env, static_cast<int>(c->kind)),
+           Napi::Number::New(env, c->status), payload, Napi::Number::New(env, n1),
+           Napi::Number::New(env, n2)});
+}
+
+ServerBox* GetServer(const Napi::CallbackInfo& info) {
+  if (!info[0].IsExternal()) {
+    Napi::TypeError::New(info.Env(), "server handle expected").ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  ServerBox* box = info[0].As<Napi::External<ServerBox>>().Data();
+  if (box->destroyed || !box->server) {
+    Napi::Error e = Napi::Error::New(info.Env(), "the FastCGI socket is closed");
+    e.Set("code", Napi::String::New(info.Env(), "ERR_FASTCGI_SOCKET_CLOSED"));
+    e.ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  return box;
+}
+
+Slot* GetSlot(const Napi::CallbackInfo& info) {
+  if (!info[0].IsExternal()) {
+    Napi::TypeError::New(info.Env(), "request handle expected").ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  Slot* s = info[0].As<Napi::External<Slot>>().Data();
+  if (s->server == nullptr) {
+    Napi::Error e = Napi::Error::New(info.Env(), "the FastCGI socket is closed");
+    e.Set("code", Napi::String::New(info.Env(), "ERR_FASTCGI_SOCKET_CLOSED"));
+    e.ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  return s;
+}
+
+// listenTcp(host: string, port: number, backlog: number) -> {fd} | {errno, syscall}
+Napi::Value ListenTcpJs(const Napi::CallbackInfo& info) {
+  SysError err;
+  int fd = ListenTcp(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Number>().Int32Value(),
+                     info[2].As<Napi::Number>().Int32Value(), &err);
+  return fd < 0 ? ErrnoResult(info.Env(), err) : FdResult(info.Env(), fd);
+}
+
+// listenUnix(path: string, backlog: number, mode: number) -> {fd} | {errno, syscall}
+Napi::Value ListenUnixJs(const Napi::CallbackInfo& info) {
+  SysError err;
+  int fd = ListenUnix(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Number>().Int32Value(),
+                      info[2].As<Napi::Number>().Int32Value(), &err);
+  return fd < 0 ? ErrnoResult(info.Env(), err) : FdResult(info.Env(), fd);
+}
+
+Napi::Value LocalNameJs(const Napi::CallbackInfo& info) {
+  SockName n = LocalName(info[0].As<Napi::Number>().Int32Value());
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("family", Napi::Number::New(info.Env(), n.family == AF_INET ? 4 : n.family == AF_INET6 ? 6 : n.family == AF_UNIX ? 1 : 0));
+  o.Set("address", Napi::String::New(info.Env(), n.address));
+  o.Set("port", Napi::Number::New(info.Env(), n.port));
+  return o;
+}
+
+Napi::Value IsListeningJs(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), IsListeningSocket(info[0].As<Napi::Number>().Int32Value()));
+}
+
+Napi::Value CloseFdJs(const Napi::CallbackInfo& info) {
+  close(info[0].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
+int OptInt(Napi::Object o, const char* key, int dflt) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : dflt;
+}
+
+// serverCreate(fd, options, onEvent) -> External<ServerBox> | {errno, syscall}
+Napi::Value ServerCreateJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  Napi::Object o = info[1].As<Napi::Object>();
+  Options opt;
+  opt.max_conns = OptInt(o, "maxConns", opt.max_conns);
+  opt.max_reqs = OptInt(o, "maxReqs", opt.max_reqs);
+  opt.max_threads = OptInt(o, "maxThreads", opt.max_threads);
+  opt.params_max_bytes = OptInt(o, "paramsMaxBytes", opt.params_max_bytes);
+  opt.params_max_count = OptInt(o, "paramsMaxCount", opt.params_max_count);
+  opt.linger_ms = OptInt(o, "lingerMs", opt.linger_ms);
+  opt.read_timeout_ms = OptInt(o, "readTimeoutMs", opt.read_timeout_ms);
+  Napi::Value allowed = o.Get("allowed");
+  if (allowed.IsArray()) {
+    Napi::Array a = allowed.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value b = a.Get(i);
+      if (!b.IsBuffer() || b.As<Napi::Buffer<uint8_t>>().Length() != 16) continue;
+      in6_addr addr;
+      memcpy(&addr, b.As<Napi::Buffer<uint8_t>>().Data(), 16);
+      opt.allowed.push_back(addr);
+    }
+  }
+
+  auto* box = new ServerBox();
+  box->tsfn = Tsfn::New(env, info[2].As<Napi::Function>(), "libfcgi", 0, 1, box);
+  box->tsfn_live = true;
+  Tsfn tsfn = box->tsfn;
+  box->server = std::make_unique<Server>(fd, std::move(opt), [tsfn](Completion* c) mutable {
+    if (tsfn.NonBlockingCall(c) != napi_ok) delete c;
+  });
+  SysError err;
+  if (!box->server->Start(&err)) {
+    box->server->Destroy();
+    box->tsfn.Abort();
+    box->tsfn_live = false;
+    box->destroyed = true;
+    delete box;
+    return ErrnoResult(env, err);
+  }
+  // Registered after the TSFN's own hook, so it runs first at teardown.
+  box->hook = env.AddCleanupHook(CleanupHook, box);
+  box->hook_set = true;
+  return Napi::External<ServerBox>::New(env, box, [](Napi::Env env, ServerBox* b) {
+    b->Destroy(env, false);
+    delete b;
+  });
+}
+
+Napi::Value ServerCloseJs(const Napi::CallbackInfo& info) {
+  if (ServerBox* box = GetServer(info)) box->server->Close();
+  return info.Env().Undefined();
+}
+
+Napi::Value ServerDestroyJs(const Napi::CallbackInfo& info) {
+  if (!info[0].IsExternal()) return info.Env().Undefined();
+  ServerBox* box = info[0].As<Napi::External<ServerBox>>().Data();
+  box->Destroy(info.Env(), false);
+  return info.Env().Undefined();
+}
+
+Napi::Value ServerRefJs(const Napi::CallbackInfo& info) {
+  if (ServerBox* box = GetServer(info)) {
+    if (info[1].ToBoolean().Value()) {
+      box->tsfn.Ref(info.Env());
+    } else {
+      box->tsfn.Unref(info.Env());
+    }
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value ServerStatsJs(const Napi::CallbackInfo& info) {
+  ServerBox* box = GetServer(info);
+  if (!box) return info.Env().Undefined();
+  Stats s = box->server->GetStats();
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("threads", s.threads);
+  o.Set("idleThreads", s.idle_threads);
+  o.Set("connections", s.connections);
+  o.Set("idleConnections", s.idle_connections);
+  o.Set("busyConnections", s.busy_connections);
+  o.Set("acceptedConnections", static_cast<double>(s.accepted_connections));
+  o.Set("refusedConnections", static_cast<double>(s.refused_connections));
+  o.Set("requests", static_cast<double>(s.requests));
+  return o;
+}
+
+// slotCreate(server) -> [External<Slot>, id]
+Napi::Value SlotCreateJs(const Napi::CallbackInfo& info) {
+  ServerBox* box = GetServer(info);
+  if (!box) return info.Env().Undefined();
+  Slot* s = box->server->NewSlot();
+  Napi::Array out = Napi::Array::New(info.Env(), 2);
+  out.Set(0u, Napi::External<Slot>::New(info.Env(), s, [](Napi::Env, Slot* slot) {
+    if (slot->server) {
+      slot->server->ReleaseSlot(slot);  // frees it once its ops are done
+    } else {
+      delete slot;
+    }
+  }));
+  out.Set(1u, Napi::Number::New(info.Env(), s->id));
+  return out;
+}
+
+Napi::Value AcceptJs(const Napi::CallbackInfo& info) {
+  if (Slot* s = GetSlot(info)) s->server->Accept(s);
+  return info.Env().Undefined();
+}
+
+Napi::Value ReadJs(const Napi::CallbackInfo& info) {
+  if (Slot* s = GetSlot(info)) {
+    s->server->Read(s, info[1].As<Napi::Number>().Int32Value(),
+                    static_cast<size_t>(info[2].As<Napi::Number>().Int64Value()));
+  }
+  return info.Env().Undefined();
+}
+
+// write(slot, stream, chunk: Buffer | Buffer[]): bytes are copied here.
+Napi::Value WriteJs(const Napi::CallbackInfo& info) {
+  Slot* s = GetSlot(info);
+  if (!s) return info.Env().Undefined();
+  std::vector<char> bytes;
+  if (info[2].IsBuffer()) {
+    auto b = info[2].As<Napi::Buffer<char>>();
+    bytes.assign(b.Data(), b.Data() + b.Length());
+  } else if (info[2].IsArray()) {
+    Napi::Array a = info[2].As<Napi::Array>();
+    size_t total = 0;
+    for (uint32_t i = 0; i < a.Length(); i++) total += a.Get(i).As<Napi::Buffer<char>>().Length();
+    bytes.reserve(total);
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      auto b = a.Get(i).As<Napi::Buffer<char>>();
+      bytes.insert(bytes.end(), b.Data(), b.Data() + b.Length());
+    }
+  }
+  s->server->Write(s, info[1].As<Napi::Number>().Int32Value(), std::move(bytes));
+  return info.Env().Undefined();
+}
+
+Napi::Value FinishJs(const Napi::CallbackInfo& info) {
+  if (Slot* s = GetSlot(info)) s->server->Finish(s, info[1].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("listenTcp", Napi::Function::New(env, ListenTcpJs));
+  exports.Set("listenUnix", Napi::Function::New(env, ListenUnixJs));
+  exports.Set("localName", Napi::Function::New(env, LocalNameJs));
+  exports.Set("isListening", Napi::Function::New(env, IsListeningJs));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFdJs));
+  exports.Set("serverCreate", Napi::Function::New(env, ServerCreateJs));
+  exports.Set("serverClose", Napi::Function::New(env, ServerCloseJs));
+  exports.Set("serverDestroy", Napi::Function::New(env, ServerDestroyJs));
+  exports.Set("serverRef", Napi::Function::New(env, ServerRefJs));
+  exports.Set("serverStats", Napi::Function::New(env, ServerStatsJs));
+  exports.Set("slotCreate", Napi::Function::New(env, SlotCreateJs));
+  exports.Set("accept", Napi::Function::New(env, AcceptJs));
+  exports.Set("read", Napi::Function::New(env, ReadJs));
+  exports.Set("write", Napi::Function::New(env, WriteJs));
+  exports.Set("finish", Napi::Function::New(env, FinishJs));
+  return exports;
+}
+
+}  // namespace
+}  // namespace fcgi
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  return fcgi::Init(env, exports);
+}
+
+NODE_API_MODULE(libfcgi, InitModule)

@@ -1,0 +1,811 @@
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+
+extern "C" {
+#include <fastcgi.h>
+}
+
+namespace fcgi {
+
+namespace {
+
+constexpr uint64_t kListenId = 1;
+constexpr uint64_t kWakeId = 2;
+constexpr int kIdleThreadSeconds = 30;
+
+// A read found no input: the op waits in the poller instead of on a thread.
+constexpr int kParked = -2000;
+
+int64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// Would a read of this input stream return without waiting for the peer?
+// Bytes may already sit in libfcgi's buffer (it reads 8 KiB at a time).
+bool InputReady(FCGX_Stream* in, int fd) {
+  if (FCGX_InputBuffered(in) > 0) return true;
+  pollfd p{fd, POLLIN, 0};
+  return poll(&p, 1, 0) > 0;
+}
+
+int Avail(FCGX_Stream* s) { return static_cast<int>(s->stop - s->rdNext); }
+
+}  // namespace
+
+int InitLibfcgiOnce() {
+  static std::once_flag once;
+  static int rc = 0;
+  std::call_once(once, [] {
+    // FCGX_Init installs handlers for SIGPIPE, SIGUSR1 and SIGTERM where they
+    // are at their defaults: a SIGTERM would then no longer end the process.
+    // Keep whatever the host process had.
+    const int sigs[] = {SIGPIPE, SIGUSR1, SIGTERM};
+    struct sigaction saved[3];
+    for (int i = 0; i < 3; i++) sigaction(sigs[i], nullptr, &saved[i]);
+    rc = FCGX_Init();
+    for (int i = 0; i < 3; i++) sigaction(sigs[i], &saved[i], nullptr);
+  });
+  return rc;
+}
+
+Server::Server(int listen_fd, Options options, PostFn post)
+    : listen_fd_(listen_fd), options_(std::move(options)), post_(std::move(post)) {}
+
+Server::~Server() { Destroy(); }
+
+bool Server::Start(SysError* err) {
+  int rc = InitLibfcgiOnce();
+  if (rc != 0) {
+    err->errno_ = rc > 0 ? rc : EINVAL;
+    err->syscall_ = "FCGX_Init";
+    return false;
+  }
+  // Process-wide in libfcgi (our patches 0001 and 0002): the last server
+  // started sets them.
+  FCGX_SetManagementValues(options_.max_conns, options_.max_reqs, 0);
+  FCGX_SetParamsLimits(options_.params_max_bytes, options_.params_max_count);
+
+  int flags = fcntl(listen_fd_, F_GETFL);
+  if (flags < 0 || fcntl(listen_fd_, F_SETFL, flags | O_NONBLOCK) < 0) {
+    err->errno_ = errno;
+    err->syscall_ = "fcntl";
+    return false;
+  }
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) {
+    err->errno_ = errno;
+    err->syscall_ = "epoll_create1";
+    return false;
+  }
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) {
+    err->errno_ = errno;
+    err->syscall_ = "eventfd";
+    return false;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kWakeId;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+  ev.data.u64 = kListenId;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev) < 0) {
+    err->errno_ = errno;
+    err->syscall_ = "epoll_ctl";
+    return false;
+  }
+  listen_armed_ = true;
+  poller_ = std::thread([this] { PollerMain(); });
+  return true;
+}
+
+// ---------------------------------------------------------------- JS thread
+
+Slot* Server::NewSlot() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Slot* s = new Slot();
+  s->id = next_slot_id_++;
+  s->server = this;
+  FCGX_InitRequest(&s->req, -1, 0);
+  slots_[s->id] = s;
+  return s;
+}
+
+void Server::ReleaseSlot(Slot* s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  s->js_alive = false;
+  if (s->waiting) {
+    waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), s), waiting_.end());
+    s->waiting = false;
+  }
+  if (s->active && !s->finishing) {
+    // Collected mid-request: end it so the web server is not left waiting.
+    s->finishing = true;
+    Op op{OpKind::kFinish};
+    Enqueue(s, std::move(op));
+  }
+  MaybeDelete(s);
+}
+
+void Server::Accept(Slot* s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (closed_) {
+    auto* c = new Completion();
+    c->slot_id = s->id;
+    c->kind = EventKind::kAccept;
+    c->status = kClosed;
+    Post(c);
+    return;
+  }
+  s->waiting = true;
+  waiting_.push_back(s);
+  Dispatch();
+}
+
+void Server::Read(Slot* s, int stream, size_t max) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Op op{OpKind::kRead};
+  op.stream = stream;
+  op.max = max;
+  Enqueue(s, std::move(op));
+}
+
+void Server::Write(Slot* s, int stream, std::vector<char> bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Op op{OpKind::kWrite};
+  op.stream = stream;
+  op.bytes = std::move(bytes);
+  Enqueue(s, std::move(op));
+}
+
+void Server::Finish(Slot* s, int exit_status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Op op{OpKind::kFinish};
+  op.exit_status = exit_status;
+  if (s->active) s->finishing = true;
+  Enqueue(s, std::move(op));
+}
+
+void Server::Close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (closed_) return;
+  closed_ = true;
+  if (listen_fd_ >= 0) {
+    if (epoll_fd_ >= 0) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+    close(listen_fd_);
+    if (listen_fd_ == 0) {
+      // Keep fd 0 taken so a later open() does not become "stdin".
+      int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (null_fd > 0) {
+        dup2(null_fd, 0);
+        close(null_fd);
+      }
+    }
+    listen_fd_ = -1;
+  }
+  for (Slot* s : waiting_) {
+    s->waiting = false;
+    auto* c = new Completion();
+    c->slot_id = s->id;
+    c->kind = EventKind::kAccept;
+    c->status = kClosed;
+    Post(c);
+  }
+  waiting_.clear();
+  std::vector<Conn*> unused;
+  for (auto& kv : conns_) {
+    if (kv.second->state == Conn::State::kIdle || kv.second->state == Conn::State::kReady)
+      unused.push_back(kv.second);
+  }
+  ready_.clear();
+  for (Conn* c : unused) CloseConn(c, false);
+  Wake();
+}
+
+void Server::Destroy() {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stopping_) return;
+  }
+  Close();
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    stopping_ = true;
+    // Wake any worker blocked in a read or write on a peer.
+    for (auto& kv : conns_) {
+      if (kv.second->fd >= 0) shutdown(kv.second->fd, SHUT_RDWR);
+    }
+    work_cv_.notify_all();
+  }
+  Wake();
+  if (poller_.joinable()) poller_.join();
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    exit_cv_.wait(lock, [this] { return threads_ == 0; });
+    for (auto& kv : slots_) {
+      Slot* s = kv.second;
+      FCGX_Free(&s->req, 0);  // streams and params; the fd is ours to close
+      s->conn = nullptr;
+      s->ops.clear();
+      s->running = s->parked = s->waiting = s->active = false;
+      s->server = nullptr;
+      if (!s->js_alive) delete s;
+    }
+    slots_.clear();
+    for (auto& kv : conns_) {
+      if (kv.second->fd >= 0) close(kv.second->fd);
+      delete kv.second;
+    }
+    conns_.clear();
+    ready_.clear();
+    runnable_.clear();
+  }
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+  if (wake_fd_ >= 0) close(wake_fd_);
+  epoll_fd_ = wake_fd_ = -1;
+}
+
+Stats Server::GetStats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stats s = stats_;
+  s.threads = threads_;
+  s.idle_threads = idle_threads_;
+  s.connections = static_cast<int>(conns_.size());
+  for (auto& kv : conns_) {
+    if (kv.second->state == Conn::State::kIdle) s.idle_connections++;
+    if (kv.second->state == Conn::State::kBusy) s.busy_connections++;
+  }
+  return s;
+}
+
+// ------------------------------------------------------------ poller thread
+
+void Server::Wake() {
+  if (wake_fd_ < 0) return;
+  uint64_t one = 1;
+  ssize_t r = write(wake_fd_, &one, sizeof one);
+  (void)r;
+}
+
+void Server::Post(Completion* c) { post_(c); }
+
+void Server::Arm(Conn* conn, uint32_t events, bool add) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.u64 = conn->id;
+  epoll_ctl(epoll_fd_, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, conn->fd, &ev);
+}
+
+void Server::PollerMain() {
+  epoll_event events[128];
+  bool emfile = false;
+  for (;;) {
+    int timeout = -1;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+      for (auto& kv : conns_) {
+        if (kv.second->state == Conn::State::kDraining) {
+          timeout = 100;
+          break;
+        }
+      }
+      if (emfile) timeout = 100;
+    }
+    int n = epoll_wait(epoll_fd_, events, 128, timeout);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    for (int i = 0; i < n; i++) {
+      uint64_t id = events[i].data.u64;
+      if (id == kWakeId) {
+        uint64_t v;
+        ssize_t r = read(wake_fd_, &v, sizeof v);
+        (void)r;
+      } else if (id == kListenId) {
+        AcceptConnections();
+      } else {
+        auto it = conns_.find(id);
+        if (it != conns_.end()) HandleConnEvent(it->second, events[i].events);
+      }
+    }
+    // Close drained connections whose linger time is over.
+    int64_t now = NowMs();
+    std::vector<Conn*> expired;
+    for (auto& kv : conns_) {
+      if (kv.second->state == Conn::State::kDraining && kv.second->deadline_ms <= now)
+        expired.push_back(kv.second);
+    }
+    for (Conn* c : expired) CloseConn(c, false);
+    // Listen again once under the connection cap (or after EMFILE).
+    emfile = false;
+    if (!closed_ && listen_fd_ >= 0 && !listen_armed_ &&
+        static_cast<int>(conns_.size()) < options_.max_conns) {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u64 = kListenId;
+      epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
+      listen_armed_ = true;
+    }
+    Dispatch();
+    if (!listen_armed_ && !closed_) emfile = true;
+  }
+}
+
+void Server::AcceptConnections() {
+  while (listen_fd_ >= 0 && static_cast<int>(conns_.size()) < options_.max_conns) {
+    sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int fd = accept4(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // Out of descriptors: stop listening for a moment instead of spinning.
+        epoll_event ev{};
+        ev.data.u64 = kListenId;
+        epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
+        listen_armed_ = false;
+      }
+      break;
+    }
+    if (!PeerAllowed(ss, options_.allowed)) {
+      stats_.refused_connections++;
+      close(fd);
+      continue;
+    }
+    if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (options_.read_timeout_ms > 0) {
+      timeval tv{options_.read_timeout_ms / 1000, (options_.read_timeout_ms % 1000) * 1000};
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    stats_.accepted_connections++;
+    Conn* c = new Conn();
+    c->id = next_conn_id_++;
+    c->fd = fd;
+    conns_[c->id] = c;
+    Arm(c, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, true);
+  }
+  if (listen_fd_ >= 0 && listen_armed_ &&
+      static_cast<int>(conns_.size()) >= options_.max_conns) {
+    epoll_event ev{};
+    ev.data.u64 = kListenId;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
+    listen_armed_ = false;
+  }
+}
+
+void Server::HandleConnEvent(Conn* conn, uint32_t ev) {
+  switch (conn->state) {
+    case Conn::State::kIdle: {
+      if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        char b;
+        ssize_t r = recv(conn->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r <= 0) {  // the web server closed its kept connection
+          CloseConn(conn, false);
+          return;
+        }
+      }
+      if (closed_) {
+        CloseConn(conn, false);
+        return;
+      }
+      conn->state = Conn::State::kReady;
+      ready_.push_back(conn);
+      return;
+    }
+    case Conn::State::kBusy: {
+      Slot* s = conn->slot;
+      if (s->parked) {
+        s->parked = false;
+        s->ops.push_front(std::move(s->parked_op));
+        Schedule(s);
+        return;
+      }
+      bool gone = (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+      if (!gone && (ev & EPOLLIN) && s->input_done && s->active) {
+        // After FCGI_STDIN's end the web server sends nothing for this
+        // request but FCGI_ABORT_REQUEST (or closes the connection).
+        unsigned char h[FCGI_HEADER_LEN];
+        ssize_t r = recv(conn->fd, h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+        if (r == 0) {
+          gone = true;
+        } else if (r == static_cast<ssize_t>(sizeof h) && h[0] == FCGI_VERSION_1 &&
+                   h[1] == FCGI_ABORT_REQUEST &&
+                   ((h[2] << 8) | h[3]) == s->req.requestId) {
+          size_t total = sizeof h + ((h[4] << 8) | h[5]) + h[6];
+          char sink[512];
+          while (total > 0) {
+            ssize_t k = recv(conn->fd, sink, std::min(total, sizeof sink), MSG_DONTWAIT);
+            if (k <= 0) break;
+            total -= static_cast<size_t>(k);
+          }
+          gone = true;
+        } else if (r > 0) {
+          // Another record (a management request, a pipelined BEGIN): leave
+          // it for the next FCGX_Accept_r, watch only for a hang-up now.
+          Arm(conn, EPOLLRDHUP | EPOLLONESHOT);
+          return;
+        }
+      }
+      if (gone) {
+        PostAbort(s);
+        return;  // stays disarmed: nothing more to learn from this peer
+      }
+      Arm(conn, EPOLLRDHUP | EPOLLONESHOT);
+      return;
+    }
+    case Conn::State::kDraining: {
+      char sink[16384];
+      for (;;) {
+        ssize_t r = recv(conn->fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (r > 0) continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (r < 0 && errno == EINTR) continue;
+        CloseConn(conn, false);
+        return;
+      }
+    }
+    case Conn::State::kReady:
+      return;
+  }
+}
+
+void Server::CloseConn(Conn* conn, bool graceful) {
+  if (graceful && conn->fd >= 0 && shutdown(conn->fd, SHUT_WR) == 0) {
+    conn->state = Conn::State::kDraining;
+    conn->slot = nullptr;
+    conn->deadline_ms = NowMs() + options_.linger_ms;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.u64 = conn->id;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, conn->fd, &ev);
+    Wake();  // the poller recomputes its timeout
+    return;
+  }
+  if (conn->fd >= 0) {
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, conn->fd, nullptr);
+    close(conn->fd);
+  }
+  if (conn->state == Conn::State::kReady) {
+    ready_.erase(std::remove(ready_.begin(), ready_.end(), conn), ready_.end());
+  }
+  conns_.erase(conn->id);
+  delete conn;
+}
+
+// -------------------------------------------------------------- the strands
+
+void Server::Dispatch() {
+  while (!waiting_.empty() && !ready_.empty()) {
+    Slot* s = waiting_.front();
+    waiting_.pop_front();
+    s->waiting = false;
+    Conn* c = ready_.front();
+    ready_.pop_front();
+    c->state = Conn::State::kBusy;
+    c->slot = s;
+    s->conn = c;
+    Enqueue(s, Op{OpKind::kAccept});
+  }
+}
+
+void Server::Enqueue(Slot* s, Op op) {
+  if (op.kind == OpKind::kRead && s->parked) {
+    // One read at a time per request; the JS layer never asks for two.
+    auto* c = new Completion();
+    c->slot_id = s->id;
+    c->kind = EventKind::kRead;
+    c->status = EBUSY;
+    Post(c);
+    return;
+  }
+  s->ops.push_back(std::move(op));
+  Schedule(s);
+}
+
+void Server::Schedule(Slot* s) {
+  if (s->running || stopping_) return;
+  s->running = true;
+  runnable_.push_back(s);
+  if (idle_threads_ < static_cast<int>(runnable_.size()) && threads_ < options_.max_threads) {
+    threads_++;
+    std::thread([this] { WorkerMain(); }).detach();
+  } else {
+    work_cv_.notify_one();
+  }
+}
+
+void Server::MaybeDelete(Slot* s) {
+  if (s->js_alive || s->running || s->parked || s->waiting || s->active || s->conn ||
+      !s->ops.empty())
+    return;
+  FCGX_Free(&s->req, 0);
+  slots_.erase(s->id);
+  delete s;
+}
+
+void Server::WorkerMain() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    bool timed_out = false;
+    while (runnable_.empty() && !stopping_) {
+      idle_threads_++;
+      timed_out = work_cv_.wait_for(lock, std::chrono::seconds(kIdleThreadSeconds)) ==
+                  std::cv_status::timeout;
+      idle_threads_--;
+      if (timed_out && runnable_.empty() && threads_ > 1) break;
+    }
+    if (stopping_ || runnable_.empty()) break;
+    Slot* s = runnable_.front();
+    runnable_.pop_front();
+    if (s->ops.empty()) {
+      s->running = false;
+      MaybeDelete(s);
+      continue;
+    }
+    Op op = std::move(s->ops.front());
+    s->ops.pop_front();
+    Run(s, op, lock);
+    // A parked read waits in the poller; other ops (writes) still go on.
+    if (!s->ops.empty() && !stopping_) {
+      runnable_.push_back(s);
+    } else {
+      s->running = false;
+      MaybeDelete(s);
+    }
+  }
+  threads_--;
+  exit_cv_.notify_all();
+}
+
+void Server::Run(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
+  switch (op.kind) {
+    case OpKind::kAccept:
+      lock.unlock();
+      RunAccept(s);
+      lock.lock();
+      return;
+    case OpKind::kRead:
+      RunRead(s, op, lock);
+      return;
+    case OpKind::kWrite:
+      lock.unlock();
+      RunWrite(s, op);
+      lock.lock();
+      return;
+    case OpKind::kFinish:
+      lock.unlock();
+      RunFinish(s, op);
+      lock.lock();
+      AfterRequest(s);
+      return;
+  }
+}
+
+void Server::RunAccept(Slot* s) {
+  int fd = s->conn->fd;
+  FCGX_InitRequest(&s->req, -1, 0);
+  s->req.ipcFd = fd;
+  // Our connection, our rules: libfcgi must never close it lingering on a
+  // worker thread (it would with keepConnection == 0), and on a protocol
+  // error it closes it at once (detached) and returns instead of accepting
+  // on listen_sock -1.
+  s->req.keepConnection = 1;
+  s->req.detached = 1;
+  int rc = FCGX_Accept_r(&s->req);
+
+  auto* c = new Completion();
+  c->slot_id = s->id;
+  c->kind = EventKind::kAccept;
+  if (rc == 0) {
+    c->role = s->req.role;
+    c->request_id = s->req.requestId;
+    c->keep_conn = s->req.keepConnection != 0;
+    for (char** p = s->req.envp; p && *p; p++) c->env.emplace_back(*p);
+  }
+
+  std::lock_guard<std::mutex> relock(mu_);
+  Conn* conn = s->conn;
+  if (rc == 0) {
+    s->keep_conn = s->req.keepConnection != 0;
+    s->req.keepConnection = 1;
+    s->active = true;
+    s->aborted = s->finishing = s->input_done = s->data_started = false;
+    stats_.requests++;
+    if (!stopping_) Arm(conn, EPOLLRDHUP | EPOLLONESHOT);
+    Post(c);
+    return;
+  }
+  // The peer closed or sent garbage: libfcgi has closed the descriptor.
+  delete c;
+  conn->fd = -1;
+  s->conn = nullptr;
+  CloseConn(conn, false);
+  if (closed_ || stopping_) {
+    auto* closed = new Completion();
+    closed->slot_id = s->id;
+    closed->kind = EventKind::kAccept;
+    closed->status = kClosed;
+    Post(closed);
+  } else if (s->js_alive) {
+    s->waiting = true;
+    waiting_.push_front(s);
+  }
+}
+
+void Server::PostAbort(Slot* s) {
+  if (!s->active || s->finishing || s->aborted) return;
+  s->aborted = true;
+  auto* c = new Completion();
+  c->slot_id = s->id;
+  c->kind = EventKind::kAbort;
+  Post(c);
+}
+
+void Server::RunRead(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
+  auto* c = new Completion();
+  c->slot_id = s->id;
+  c->kind = EventKind::kRead;
+  if (!s->active || s->finishing) {
+    c->eof = true;
+    c->status = s->active ? 0 : ECANCELED;
+    Post(c);
+    return;
+  }
+  int fd = s->conn->fd;
+  FCGX_Stream* in = s->req.in;
+  lock.unlock();
+
+  bool parked = false;
+  if (op.stream == 1 && !s->data_started) {
+    // FCGI_DATA follows FCGI_STDIN: skip whatever stdin the app left.
+    char sink[4096];
+    while (FCGX_HasSeenEOF(in) != EOF) {
+      int avail = Avail(in);
+      if (avail > 0) {
+        FCGX_GetStr(sink, std::min<int>(avail, sizeof sink), in);
+      } else if (InputReady(in, fd)) {
+        FCGX_GetStr(sink, 1, in);
+      } else {
+        parked = true;
+        break;
+      }
+    }
+    if (!parked && FCGX_GetError(in) == 0 && FCGX_StartFilterData(in) == 0) {
+      s->data_started = true;
+    }
+  }
+  size_t total = 0;
+  if (!parked && FCGX_GetError(in) == 0) {
+    c->data.resize(op.max);
+    while (total < op.max) {
+      int avail = Avail(in);
+      if (avail > 0) {
+        int want = static_cast<int>(std::min<size_t>(op.max - total, static_cast<size_t>(avail)));
+        total += static_cast<size_t>(FCGX_GetStr(c->data.data() + total, want, in));
+        continue;
+      }
+      if (FCGX_HasSeenEOF(in) == EOF) break;
+      if (!InputReady(in, fd)) {
+        parked = total == 0;
+        break;
+      }
+      int n = FCGX_GetStr(c->data.data() + total, 1, in);  // one buffer fill
+      if (n <= 0) break;
+      total += static_cast<size_t>(n);
+    }
+    c->data.resize(total);
+  }
+  bool eof = FCGX_HasSeenEOF(in) == EOF;
+  int error = FCGX_GetError(in);
+
+  lock.lock();
+  if (parked && !stopping_) {
+    // Wait for input in the poller: a slow body holds no thread.
+    delete c;
+    s->parked_op = std::move(op);
+    s->parked = true;
+    Arm(s->conn, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT);
+    return;
+  }
+  if (total == 0 && error != 0) {
+    c->status = error;
+    PostAbort(s);  // a peer that closes or aborts mid-body
+  } else if (eof && error == 0) {
+    c->eof = true;
+    bool last = op.stream == 1 || s->req.role != FCGI_FILTER;
+    if (last && !s->input_done) {
+      // After the last input stream only FCGI_ABORT_REQUEST or a hang-up can
+      // come for this request: watch for both.
+      s->input_done = true;
+      if (!s->parked) Arm(s->conn, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT);
+    }
+  }
+  Post(c);
+}
+
+void Server::RunWrite(Slot* s, Op& op) {
+  auto* c = new Completion();
+  c->slot_id = s->id;
+  c->kind = EventKind::kWrite;
+  FCGX_Stream* st = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (s->active) st = op.stream == 2 ? s->req.err : s->req.out;
+  }
+  if (st == nullptr) {
+    c->status = ECANCELED;
+  } else {
+    int len = static_cast<int>(op.bytes.size());
+    if (len > 0 && FCGX_PutStr(op.bytes.data(), len, st) == len) FCGX_FFlush(st);
+    c->status = FCGX_GetError(st);
+  }
+  Post(c);
+}
+
+void Server::RunFinish(Slot* s, Op& op) {
+  bool active;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    active = s->active;
+  }
+  if (active) {
+    s->req.appStatus = op.exit_status;
+    s->req.keepConnection = 1;  // we decide in AfterRequest
+    FCGX_Finish_r(&s->req);     // flush, FCGI_END_REQUEST; closes fd on error
+  }
+}
+
+void Server::AfterRequest(Slot* s) {
+  auto* c = new Completion();
+  c->slot_id = s->id;
+  c->kind = EventKind::kFinish;
+  if (s->active) {
+    Conn* conn = s->conn;
+    s->conn = nullptr;
+    s->active = false;
+    s->finishing = false;
+    if (s->req.ipcFd < 0) {
+      conn->fd = -1;  // libfcgi closed it after a write error
+      c->status = EPIPE;
+      CloseConn(conn, false);
+    } else if (!s->keep_conn || closed_ || stopping_ || !s->input_done || s->aborted) {
+      CloseConn(conn, true);
+    } else {
+      conn->state = Conn::State::kIdle;
+      conn->slot = nullptr;
+      Arm(conn, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT);
+    }
+    s->req.ipcFd = -1;
+  }
+  if (s->parked) {
+    // A read still waiting for input ends with the request.
+    s->parked = false;
+    s->parked_op = Op();
+    auto* r = new Completion();
+    r->slot_id = s->id;
+    r->kind = EventKind::kRead;
+    r->status = ECANCELED;
+    Post(r);
+  }
+  Post(c);
+}
+
+}  // namespace fcgi

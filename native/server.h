@@ -1,0 +1,200 @@
+// The FastCGI server core: one listening socket, one poller thread that owns
+// every connection that is not in use, and a small pool of our own worker
+// threads that run the blocking libfcgi calls. No Node type appears here;
+// results leave through Server::Post() as plain `Completion` structs (the
+// only thing that crosses from our threads to the JS thread, see addon.cc).
+//
+// Connection states (guarded by mu_):
+//   Idle     -> kept open between requests, in epoll for EPOLLIN (one-shot),
+//               holding no thread
+//   Ready    -> has input, waiting for a Slot that called accept()
+//   Busy     -> owned by a Slot for one request; in epoll for EPOLLRDHUP so
+//               a web server that drops the request is noticed at once
+//   Draining -> our side shut down, input read and discarded until EOF or
+//               a deadline, then closed (avoids a RST that loses the reply)
+//
+// A Slot is libfcgi's FCGX_Request plus a strand: its operations run one at
+// a time, in order, on the worker pool.
+#pragma once
+
+#include <fcgiapp.h>
+#include <netinet/in.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "listener.h"
+
+namespace fcgi {
+
+enum class EventKind : uint8_t {
+  kAccept = 1,  // a request arrived (or status kClosed: the socket closed)
+  kRead = 2,    // stdin/data bytes (eof set at the end)
+  kWrite = 3,   // stdout/stderr bytes were handed to the kernel
+  kFinish = 4,  // FCGX_Finish_r done: end-request sent
+  kAbort = 5,   // the web server aborted or dropped the request
+};
+
+// Status codes in Completion::status besides 0 (ok), errno (> 0) and
+// libfcgi's FCGX_* codes (< 0):
+constexpr int kClosed = -1000;  // accept: the server socket was closed
+
+// ---- The thread boundary: built on a worker/poller, consumed on JS thread.
+struct Completion {
+  uint32_t slot_id = 0;
+  EventKind kind = EventKind::kAccept;
+  int status = 0;
+  bool eof = false;
+  int role = 0;
+  int request_id = 0;
+  bool keep_conn = false;
+  std::vector<char> data;          // read: bytes
+  std::vector<std::string> env;    // accept: "NAME=value" strings
+};
+
+struct Options {
+  int max_conns = 1024;          // open connections (idle + busy)
+  int max_reqs = 1024;           // answered in FCGI_GET_VALUES
+  int max_threads = 64;          // worker threads at most
+  int params_max_bytes = 1 << 20;
+  int params_max_count = 1000;
+  int linger_ms = 2000;          // Draining deadline
+  int read_timeout_ms = 60000;   // a peer stalled mid-record (SO_RCVTIMEO)
+  AddrList allowed;              // FCGI_WEB_SERVER_ADDRS, empty: anyone
+};
+
+struct Stats {
+  int threads = 0, idle_threads = 0;
+  int connections = 0, idle_connections = 0, busy_connections = 0;
+  uint64_t accepted_connections = 0, refused_connections = 0, requests = 0;
+};
+
+class Server;
+
+enum class OpKind : uint8_t { kAccept, kRead, kWrite, kFinish };
+
+struct Op {
+  explicit Op(OpKind k = OpKind::kRead) : kind(k) {}
+  OpKind kind;
+  int stream = 0;             // read: 0 stdin, 1 data; write: 1 stdout, 2 stderr
+  size_t max = 0;             // read: at most this many bytes
+  std::vector<char> bytes;    // write
+  int exit_status = 0;        // finish
+};
+
+struct Conn;
+
+struct Slot {
+  uint32_t id = 0;
+  Server* server = nullptr;    // nullptr once the server is destroyed
+  FCGX_Request req;
+  Conn* conn = nullptr;
+  std::deque<Op> ops;
+  bool running = false;        // queued on or running on the pool
+  bool parked = false;         // parked_op waits for input in the poller
+  Op parked_op;
+  bool waiting = false;        // accept() pending, in Server::waiting_
+  bool active = false;         // a request is accepted and not finished
+  bool finishing = false;
+  bool aborted = false;
+  bool input_done = false;     // the last input stream was read to its end
+  bool data_started = false;
+  bool keep_conn = false;
+  bool js_alive = true;        // the JS Request still references us
+};
+
+struct Conn {
+  uint64_t id = 0;
+  int fd = -1;
+  enum class State : uint8_t { kIdle, kReady, kBusy, kDraining } state = State::kIdle;
+  Slot* slot = nullptr;
+  int64_t deadline_ms = 0;     // Draining
+};
+
+class Server {
+ public:
+  using PostFn = std::function<void(Completion*)>;
+
+  // Takes ownership of listen_fd.
+  Server(int listen_fd, Options options, PostFn post);
+  ~Server();
+
+  bool Start(SysError* err);
+
+  Slot* NewSlot();
+  // Called from the JS thread when its Request is collected.
+  void ReleaseSlot(Slot* slot);
+
+  void Accept(Slot* slot);
+  void Read(Slot* slot, int stream, size_t max);
+  void Write(Slot* slot, int stream, std::vector<char> bytes);
+  void Finish(Slot* slot, int exit_status);
+
+  // Stop accepting: pending accepts complete with kClosed, idle connections
+  // close; requests in flight go on.
+  void Close();
+  // Stop everything now and join the threads (no JS is called).
+  void Destroy();
+
+  Stats GetStats();
+  int listen_fd() const { return listen_fd_; }
+
+ private:
+  void PollerMain();
+  void WorkerMain();
+  void AcceptConnections();                       // mu_ held
+  void HandleConnEvent(Conn* conn, uint32_t ev);  // mu_ held
+  void Dispatch();                                // mu_ held
+  void Schedule(Slot* slot);                      // mu_ held
+  void Enqueue(Slot* slot, Op op);                // mu_ held
+  void Run(Slot* slot, Op& op, std::unique_lock<std::mutex>& lock);
+  void RunAccept(Slot* slot);
+  void RunRead(Slot* slot, Op& op, std::unique_lock<std::mutex>& lock);
+  void PostAbort(Slot* slot);                     // mu_ held
+  void RunWrite(Slot* slot, Op& op);
+  void RunFinish(Slot* slot, Op& op);
+  void AfterRequest(Slot* slot);                  // mu_ held
+  void CloseConn(Conn* conn, bool graceful);      // mu_ held
+  void Arm(Conn* conn, uint32_t events, bool add = false);
+  void MaybeDelete(Slot* slot);                   // mu_ held
+  void Wake();
+  void Post(Completion* c);
+
+  int listen_fd_;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+  Options options_;
+  PostFn post_;
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable exit_cv_;
+  std::thread poller_;
+  int threads_ = 0;
+  int idle_threads_ = 0;
+  bool stopping_ = false;
+  bool closed_ = false;
+  bool listen_armed_ = false;
+
+  uint32_t next_slot_id_ = 1;
+  uint64_t next_conn_id_ = 16;  // ids below are reserved (listen, wake)
+  std::unordered_map<uint64_t, Conn*> conns_;
+  std::unordered_map<uint32_t, Slot*> slots_;
+  std::deque<Slot*> waiting_;   // accept() pending
+  std::deque<Conn*> ready_;     // input arrived, no slot yet
+  std::deque<Slot*> runnable_;  // strands with an op to run
+  Stats stats_;
+};
+
+// libfcgi's process-wide initialisation, once, without its signal handlers.
+int InitLibfcgiOnce();
+
+}  // namespace fcgi

@@ -1,0 +1,8 @@
+export { initSocket, isCGI, FcgiSocket, FCGI_LISTENSOCK_FILENO } from './socket.js'
+export type { SocketOptions, SocketAddress } from './socket.js'
+export { Request } from './request.js'
+export type { Role } from './request.js'
+export { FastCGIError } from './errors.js'
+export type { FastCGIErrorCode, SystemError } from './errors.js'
+export type { ListenAddress } from './address.js'
+export type { NativeStats as SocketStats } from './native.js'

@@ -1,0 +1,88 @@
+// The single typed description of the addon (native/addon.cc). Every other
+// file talks to the native code through this table.
+import { createRequire } from 'node:module'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+declare const serverHandle: unique symbol
+declare const slotHandle: unique symbol
+/** Opaque handle of a native server (one listening socket). */
+export type ServerHandle = { readonly [serverHandle]: true }
+/** Opaque handle of a native request slot (an FCGX_Request and its strand). */
+export type SlotHandle = { readonly [slotHandle]: true }
+
+export type FdResult = { fd: number } | { errno: number; syscall: string }
+
+/** Completion kinds, as native/server.h's EventKind. */
+export const enum EventKind {
+  Accept = 1,
+  Read = 2,
+  Write = 3,
+  Finish = 4,
+  Abort = 5,
+}
+
+/** Completion status besides 0, errno (> 0) and FCGX_* codes (< 0). */
+export const STATUS_CLOSED = -1000
+
+/**
+ * Called on the JS thread for every completion of a server.
+ * accept: payload = params object, n1 = role, n2 = requestId + 65536 * keepConn
+ * read:   payload = Buffer | undefined, n1 = 1 at end of stream
+ */
+export type EventCallback = (
+  slotId: number,
+  kind: EventKind,
+  status: number,
+  payload: unknown,
+  n1: number,
+  n2: number,
+) => void
+
+export interface NativeServerOptions {
+  maxConns: number
+  maxReqs: number
+  maxThreads: number
+  paramsMaxBytes: number
+  paramsMaxCount: number
+  lingerMs: number
+  readTimeoutMs: number
+  allowed: Buffer[]
+}
+
+export interface NativeStats {
+  threads: number
+  idleThreads: number
+  connections: number
+  idleConnections: number
+  busyConnections: number
+  acceptedConnections: number
+  refusedConnections: number
+  requests: number
+}
+
+export interface Native {
+  listenTcp(host: string, port: number, backlog: number): FdResult
+  listenUnix(path: string, backlog: number, mode: number): FdResult
+  localName(fd: number): { family: 0 | 1 | 4 | 6; address: string; port: number }
+  isListening(fd: number): boolean
+  closeFd(fd: number): void
+  serverCreate(fd: number, options: NativeServerOptions, onEvent: EventCallback): ServerHandle | { errno: number; syscall: string }
+  serverClose(server: ServerHandle): void
+  serverDestroy(server: ServerHandle): void
+  serverRef(server: ServerHandle, ref: boolean): void
+  serverStats(server: ServerHandle): NativeStats
+  slotCreate(server: ServerHandle): [SlotHandle, number]
+  accept(slot: SlotHandle): void
+  /** stream: 0 stdin, 1 data */
+  read(slot: SlotHandle, stream: 0 | 1, max: number): void
+  /** stream: 1 stdout, 2 stderr; the bytes are copied before this returns */
+  write(slot: SlotHandle, stream: 1 | 2, chunk: Buffer | Buffer[]): void
+  finish(slot: SlotHandle, exitStatus: number): void
+}
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const require = createRequire(import.meta.url)
+const load = require('node-gyp-build') as (dir: string) => unknown
+
+export const native = load(root) as Native

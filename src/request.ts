@@ -1,0 +1,317 @@
+// libfcgi's FCGX_Request: accept -> env/stdin -> stdout/stderr -> finish,
+// with every blocking step on the addon's own threads.
+import { EventEmitter } from 'node:events'
+import { Readable, Writable } from 'node:stream'
+
+import { FastCGIError, statusError } from './errors.js'
+import { EventKind, native, type SlotHandle, STATUS_CLOSED } from './native.js'
+import { type FcgiSocket, inheritedSocket } from './socket.js'
+
+export type Role = 'RESPONDER' | 'AUTHORIZER' | 'FILTER'
+const ROLES: Record<number, Role> = { 1: 'RESPONDER', 2: 'AUTHORIZER', 3: 'FILTER' }
+
+const READ_SIZE = 64 * 1024
+
+type Callback = (err?: Error | null) => void
+
+/** Errors reach 'error' only when somebody listens (as node:http's IncomingMessage). */
+function quietDestroy(stream: Readable | Writable, err: Error | null, cb: (err: Error | null) => void): void {
+  cb(err && stream.listenerCount('error') > 0 ? err : null)
+}
+
+/** FCGI_STDIN or FCGI_DATA of one request. */
+class InputStream extends Readable {
+  readonly #req: Request
+  readonly #stream: 0 | 1
+  constructor(req: Request, stream: 0 | 1) {
+    super({ highWaterMark: READ_SIZE })
+    this.#req = req
+    this.#stream = stream
+  }
+  override _read(size: number): void {
+    this.#req._read(this.#stream, Math.max(size, READ_SIZE), this)
+  }
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    quietDestroy(this, err, cb)
+  }
+}
+
+/** FCGI_STDOUT or FCGI_STDERR of one request: the callback of a write fires once the bytes are with the kernel. */
+class OutputStream extends Writable {
+  readonly #req: Request
+  readonly #stream: 1 | 2
+  constructor(req: Request, stream: 1 | 2) {
+    super({ highWaterMark: READ_SIZE })
+    this.#req = req
+    this.#stream = stream
+  }
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: Callback): void {
+    this.#req._write(this.#stream, chunk, cb)
+  }
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: Callback): void {
+    this.#req._write(this.#stream, chunks.map((c) => c.chunk), cb)
+  }
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    quietDestroy(this, err, cb)
+  }
+}
+
+type State = 'idle' | 'accepting' | 'active' | 'finishing'
+
+/**
+ * One FastCGI request slot, reused from request to request like libfcgi's
+ * `FCGX_Request`:
+ *
+ * ```ts
+ * const req = new Request(socket)
+ * while (await req.accept()) {
+ *   req.stdout.write('Content-Type: text/plain\r\n\r\nHello\n')
+ *   await req.finish()
+ * }
+ * ```
+ *
+ * Several Request objects on one socket accept in parallel.
+ *
+ * Events: `'aborted'` (the web server aborted or dropped the request),
+ * `'close'` (the request is over: finished or aborted and finished).
+ */
+export class Request extends EventEmitter {
+  readonly socket: FcgiSocket
+  /** FCGI_PARAMS of the current request (CGI environment). */
+  env: Record<string, string> = {}
+  role: Role = 'RESPONDER'
+  /** FastCGI request id of the current request. */
+  requestId = 0
+  /** The web server asked to keep the connection open (FCGI_KEEP_CONN). */
+  keepConnection = false
+  /** True once the web server aborted or dropped the current request. */
+  aborted = false
+  stdin: Readable
+  data: Readable
+  stdout: Writable
+  stderr: Writable
+  #signal: AbortController = new AbortController()
+  #slot: SlotHandle
+  #state: State = 'idle'
+  #exitStatus = 0
+  #acceptWaiter: ((ok: boolean) => void) | undefined
+  #acceptReject: ((err: Error) => void) | undefined
+  #readTarget: InputStream | undefined
+  #writeCallbacks: Callback[] = []
+  #finishWaiters: Array<() => void> = []
+  #pending = 0
+
+  /** `socket` defaults to the listen socket a web server passed as fd 0. */
+  constructor(socket?: FcgiSocket) {
+    super()
+    this.socket = socket ?? inheritedSocket()
+    const [slot] = this.socket._newSlot(this)
+    this.#slot = slot
+    this.stdin = this.#closedInput()
+    this.data = this.#closedInput()
+    this.stdout = this.#closedOutput()
+    this.stderr = this.#closedOutput()
+  }
+
+  /** Aborted when the web server aborts or drops the current request. */
+  get signal(): AbortSignal {
+    return this.#signal.signal
+  }
+
+  /** True between a successful accept() and finish(). */
+  get active(): boolean {
+    return this.#state === 'active'
+  }
+
+  /** `FCGX_GetParam(name, envp)`. */
+  getParam(name: string): string | undefined {
+    return Object.prototype.hasOwnProperty.call(this.env, name) ? this.env[name] : undefined
+  }
+
+  /** `FCGX_SetExitStatus`: the appStatus of FCGI_END_REQUEST. */
+  setExitStatus(status: number): void {
+    if (!Number.isInteger(status) || status < -2147483648 || status > 2147483647) {
+      throw new RangeError(`exit status must be a 32-bit integer, got ${status}`)
+    }
+    this.#exitStatus = status
+  }
+
+  /**
+   * `FCGX_Accept_r`: finishes the current request if any, then waits for the
+   * next one. Resolves `false` once the socket is closed.
+   */
+  async accept(): Promise<boolean> {
+    if (this.#state === 'accepting') {
+      throw new FastCGIError('ERR_FASTCGI_ACCEPT_PENDING', 'accept() is already pending on this Request')
+    }
+    if (this.#state === 'active' || this.#state === 'finishing') await this.finish()
+    if (this.socket.closed) return false
+    this.#state = 'accepting'
+    return new Promise<boolean>((resolve, reject) => {
+      this.#acceptWaiter = resolve
+      this.#acceptReject = reject
+      this.#begin()
+      try {
+        native.accept(this.#slot)
+      } catch (err) {
+        this.#end()
+        this.#state = 'idle'
+        this.#acceptWaiter = this.#acceptReject = undefined
+        reject(err as Error)
+      }
+    })
+  }
+
+  /**
+   * `FCGX_Finish_r`: ends stdout and stderr, sends FCGI_END_REQUEST. Safe to
+   * call more than once; resolves when the web server has the response.
+   */
+  async finish(): Promise<void> {
+    if (this.#state === 'finishing') return new Promise<void>((resolve) => this.#finishWaiters.push(resolve))
+    if (this.#state !== 'active') return
+    this.#state = 'finishing'
+    const done = new Promise<void>((resolve) => this.#finishWaiters.push(resolve))
+    await Promise.all([endStream(this.stdout), endStream(this.stderr)])
+    this.#begin()
+    native.finish(this.#slot, this.#exitStatus)
+    return done
+  }
+
+  // ---- stream plumbing
+
+  /** @internal */
+  _read(stream: 0 | 1, max: number, target: InputStream): void {
+    if (this.#state !== 'active' || this.#readTarget) return
+    this.#readTarget = target
+    this.#begin()
+    native.read(this.#slot, stream, max)
+  }
+
+  /** @internal */
+  _write(stream: 1 | 2, chunk: Buffer | Buffer[], cb: Callback): void {
+    if (this.#state === 'idle' || this.#state === 'accepting') {
+      cb(new FastCGIError('ERR_FASTCGI_REQUEST_NOT_ACTIVE', 'the request is finished'))
+      return
+    }
+    if (this.aborted) {
+      cb(new FastCGIError('ERR_FASTCGI_REQUEST_ABORTED', 'the web server aborted the request'))
+      return
+    }
+    this.#writeCallbacks.push(cb)
+    this.#begin()
+    native.write(this.#slot, stream, chunk)
+  }
+
+  /** @internal completions from the native core, on the JS thread */
+  _onNativeEvent(_slotId: number, kind: EventKind, status: number, payload: unknown, n1: number, n2: number): void {
+    switch (kind) {
+      case EventKind.Accept: {
+        this.#end()
+        const resolve = this.#acceptWaiter
+        this.#acceptWaiter = this.#acceptReject = undefined
+        if (status !== 0) {
+          this.#state = 'idle'
+          resolve?.(false)
+          return
+        }
+        this.#startRequest(payload as Record<string, string>, n1, n2)
+        resolve?.(true)
+        return
+      }
+      case EventKind.Read: {
+        this.#end()
+        const target = this.#readTarget
+        this.#readTarget = undefined
+        if (!target || target.destroyed) return
+        if (status !== 0) {
+          target.destroy(status === 125 /* ECANCELED */ ? undefined : statusError(status, 'read'))
+          return
+        }
+        const more = payload === undefined ? true : target.push(payload as Buffer)
+        if (n1 === 1) target.push(null)
+        else if (more && payload === undefined) this._read(target === this.data ? 1 : 0, READ_SIZE, target)
+        return
+      }
+      case EventKind.Write: {
+        this.#end()
+        const cb = this.#writeCallbacks.shift()
+        cb?.(status === 0 ? null : statusError(status, 'write'))
+        return
+      }
+      case EventKind.Abort:
+        this.#onAbort()
+        return
+      case EventKind.Finish: {
+        this.#end()
+        this.#state = 'idle'
+        if (!this.stdin.destroyed && !this.stdin.readableEnded) this.stdin.destroy()
+        if (!this.data.destroyed && !this.data.readableEnded) this.data.destroy()
+        for (const w of this.#finishWaiters.splice(0)) w()
+        this.emit('close')
+        return
+      }
+    }
+    void STATUS_CLOSED
+  }
+
+  #startRequest(params: Record<string, string>, role: number, info: number): void {
+    this.env = params
+    this.role = ROLES[role] ?? 'RESPONDER'
+    this.requestId = info & 0xffff
+    this.keepConnection = info >= 65536
+    this.aborted = false
+    this.#exitStatus = 0
+    this.#signal = new AbortController()
+    this.stdin = new InputStream(this, 0)
+    this.data = this.role === 'FILTER' ? new InputStream(this, 1) : this.#closedInput()
+    this.stdout = new OutputStream(this, 1)
+    this.stderr = new OutputStream(this, 2)
+    this.#state = 'active'
+  }
+
+  #onAbort(): void {
+    if (this.aborted || this.#state === 'idle') return
+    this.aborted = true
+    const err = new FastCGIError('ERR_FASTCGI_REQUEST_ABORTED', 'the web server aborted the request')
+    this.#signal.abort(err)
+    this.emit('aborted')
+    for (const s of [this.stdin, this.data]) if (!s.destroyed && !s.readableEnded) s.destroy(err)
+    for (const s of [this.stdout, this.stderr]) if (!s.destroyed) s.destroy()
+  }
+
+  #begin(): void {
+    if (this.#pending++ === 0) this.socket._pin(this)
+  }
+
+  #end(): void {
+    if (--this.#pending === 0) this.socket._unpin(this)
+  }
+
+  #closedInput(): Readable {
+    const r = new Readable({ read() {} })
+    r.push(null)
+    return r
+  }
+
+  #closedOutput(): Writable {
+    return new Writable({
+      write: (_c, _e, cb) => cb(new FastCGIError('ERR_FASTCGI_REQUEST_NOT_ACTIVE', 'no request is active: call accept() first')),
+    })
+  }
+}
+
+function endStream(stream: Writable): Promise<void> {
+  if (stream.destroyed || stream.writableFinished) return Promise.resolve()
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      stream.off('finish', done)
+      stream.off('close', done)
+      stream.off('error', done)
+      resolve()
+    }
+    stream.on('finish', done)
+    stream.on('close', done)
+    stream.on('error', done)
+    if (!stream.writableEnded) stream.end()
+  })
+}

@@ -1,0 +1,283 @@
+// A FastCGI listening socket: libfcgi's `FCGX_OpenSocket` made safe. The
+// listener is created by our own native code (IPv6, unix socket modes, errors
+// as exceptions instead of exit()), then served by a native poller and a
+// small pool of our own threads.
+import { EventEmitter } from 'node:events'
+import fs from 'node:fs'
+
+import { type ListenAddress, type ListenTarget, parseAllowedClients, parseListenAddress } from './address.js'
+import { FastCGIError, systemError } from './errors.js'
+import { EventKind, type FdResult, native, type NativeStats, type ServerHandle, type SlotHandle, STATUS_CLOSED } from './native.js'
+
+/** FastCGI's listen socket as inherited from a web server (FCGI_LISTENSOCK_FILENO). */
+export const FCGI_LISTENSOCK_FILENO = 0
+
+export interface SocketOptions {
+  /** listen(2) backlog (default 511, like node:net). */
+  backlog?: number
+  /** Unix socket permissions, e.g. 0o660 or "660". */
+  mode?: number | string
+  /** Connections held open at most, idle (kept by the web server) or busy (default 1024). */
+  maxConns?: number
+  /** Requests in parallel announced in FCGI_GET_VALUES as FCGI_MAX_REQS (default: maxConns). */
+  maxReqs?: number
+  /** Native worker threads at most; idle kept connections hold none (default 64). */
+  maxThreads?: number
+  /** Cap on one request's params (names + values) in bytes, refused before allocation (default 1 MiB). */
+  paramsMaxBytes?: number
+  /** Cap on the number of params of one request (default 1000). */
+  paramsMaxCount?: number
+  /**
+   * TCP peers allowed to connect (IPv4/IPv6 literals). Default: the
+   * FCGI_WEB_SERVER_ADDRS environment variable, as libfcgi; empty: anyone.
+   */
+  allowedClients?: string | readonly string[]
+  /** A peer that stalls in the middle of a record is dropped after this many ms (default 60000). */
+  readTimeout?: number
+}
+
+export interface SocketAddress {
+  family: 'IPv4' | 'IPv6' | 'unix'
+  address: string
+  port?: number
+}
+
+type Listener = (slotId: number, kind: EventKind, status: number, payload: unknown, n1: number, n2: number) => void
+
+function positiveInt(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
+    const err = new RangeError(`${name} must be a positive integer, got ${String(value)}`) as RangeError & { code: string }
+    err.code = 'ERR_OUT_OF_RANGE'
+    throw err
+  }
+  return value
+}
+
+/**
+ * A FastCGI listening socket. Made by `initSocket()`; `new Request(socket)`
+ * accepts requests on it. Keeps the process alive while open, like
+ * `net.Server`, unless `unref()`ed.
+ */
+export class FcgiSocket extends EventEmitter {
+  readonly fd: number
+  readonly #target: ListenTarget
+  #handle: ServerHandle | undefined
+  #slots = new Map<number, WeakRef<{ _onNativeEvent: Listener }>>()
+  #pinned = new Set<object>()
+  #active = new Set<number>()
+  #closed = false
+  #userRef = true
+  #refed = true
+  #unlinkPath: string | undefined
+  #closeWaiters: Array<() => void> = []
+
+  /** @internal use initSocket() */
+  constructor(fd: number, target: ListenTarget, options: SocketOptions, unlinkPath?: string) {
+    super()
+    this.fd = fd
+    this.#target = target
+    this.#unlinkPath = unlinkPath
+    const maxConns = positiveInt('maxConns', options.maxConns, 1024)
+    const allowed = parseAllowedClients(options.allowedClients ?? process.env.FCGI_WEB_SERVER_ADDRS)
+    const handle = native.serverCreate(fd, {
+      maxConns,
+      maxReqs: positiveInt('maxReqs', options.maxReqs, maxConns),
+      maxThreads: positiveInt('maxThreads', options.maxThreads, 64),
+      paramsMaxBytes: positiveInt('paramsMaxBytes', options.paramsMaxBytes, 1 << 20),
+      paramsMaxCount: positiveInt('paramsMaxCount', options.paramsMaxCount, 1000),
+      lingerMs: 2000,
+      readTimeoutMs: positiveInt('readTimeout', options.readTimeout, 60000),
+      allowed,
+    }, (slotId, kind, status, payload, n1, n2) => this.#onEvent(slotId, kind, status, payload, n1, n2))
+    if ('errno' in handle) {
+      native.closeFd(fd)
+      throw systemError(handle.errno, handle.syscall)
+    }
+    this.#handle = handle
+  }
+
+  /** True once close() was called. */
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** The bound address, like `net.Server#address()`. */
+  address(): SocketAddress | null {
+    if (this.#closed) return null
+    if (this.#target.kind === 'unix') return { family: 'unix', address: this.#target.path }
+    const name = native.localName(this.fd)
+    if (name.family === 1) return { family: 'unix', address: name.address }
+    if (name.family === 0) return null
+    return { family: name.family === 6 ? 'IPv6' : 'IPv4', address: name.address, port: name.port }
+  }
+
+  /** Connection, thread and request counters of the native core. */
+  stats(): NativeStats {
+    return native.serverStats(this.#requireHandle())
+  }
+
+  /**
+   * Stops accepting: pending `accept()`s resolve `false`, idle connections
+   * close, requests in flight finish. Resolves when the last one has.
+   */
+  close(): Promise<void> {
+    const done = new Promise<void>((resolve) => this.#closeWaiters.push(resolve))
+    if (!this.#closed) {
+      this.#closed = true
+      if (this.#handle) native.serverClose(this.#handle)
+      if (this.#unlinkPath) {
+        try { fs.unlinkSync(this.#unlinkPath) } catch { /* already gone */ }
+      }
+      this.#maybeDestroy()
+    } else {
+      this.#maybeDestroy()
+    }
+    return done
+  }
+
+  /** Keep the event loop alive while open (the default). */
+  ref(): this {
+    this.#userRef = true
+    this.#updateRef()
+    return this
+  }
+
+  /** Let the process exit even though this socket is open. */
+  unref(): this {
+    this.#userRef = false
+    this.#updateRef()
+    return this
+  }
+
+  // ---- used by Request
+
+  /** @internal */
+  _newSlot(owner: { _onNativeEvent: Listener }): [SlotHandle, number] {
+    const [slot, id] = native.slotCreate(this.#requireHandle())
+    this.#slots.set(id, new WeakRef(owner))
+    return [slot, id]
+  }
+
+  /** @internal an op is in flight: the owner must stay reachable. */
+  _pin(owner: object): void {
+    this.#pinned.add(owner)
+  }
+
+  /** @internal */
+  _unpin(owner: object): void {
+    this.#pinned.delete(owner)
+  }
+
+  #requireHandle(): ServerHandle {
+    if (!this.#handle) throw new FastCGIError('ERR_FASTCGI_SOCKET_CLOSED', 'the FastCGI socket is closed')
+    return this.#handle
+  }
+
+  #onEvent(slotId: number, kind: EventKind, status: number, payload: unknown, n1: number, n2: number): void {
+    if (kind === EventKind.Accept && status === 0) {
+      this.#active.add(slotId)
+      this.#updateRef()
+    }
+    const owner = this.#slots.get(slotId)?.deref()
+    if (kind === EventKind.Finish) {
+      this.#active.delete(slotId)
+      if (!owner) this.#slots.delete(slotId)
+    }
+    if (owner) {
+      owner._onNativeEvent(slotId, kind, status, payload, n1, n2)
+    } else if (kind === EventKind.Accept && status === STATUS_CLOSED) {
+      this.#slots.delete(slotId)
+    }
+    if (kind === EventKind.Finish) {
+      this.#updateRef()
+      this.#maybeDestroy()
+    }
+  }
+
+  #updateRef(): void {
+    if (!this.#handle) return
+    const want = (this.#userRef && !this.#closed) || this.#active.size > 0
+    if (want !== this.#refed) {
+      this.#refed = want
+      native.serverRef(this.#handle, want)
+    }
+  }
+
+  #maybeDestroy(): void {
+    if (!this.#closed || this.#active.size > 0) return
+    if (this.#handle) {
+      const handle = this.#handle
+      this.#handle = undefined
+      // Let the completions already queued (pending accepts answered
+      // `false`) reach their promises before the native side goes away.
+      setImmediate(() => {
+        native.serverDestroy(handle)
+        this.#pinned.clear()
+        const waiters = this.#closeWaiters.splice(0)
+        for (const w of waiters) w()
+        this.emit('close')
+      })
+      return
+    }
+    if (this.#closeWaiters.length > 0 && !this.#handle) {
+      // close() after the socket was already destroyed
+      queueMicrotask(() => { for (const w of this.#closeWaiters.splice(0)) w() })
+    }
+  }
+}
+
+function listen(target: ListenTarget, backlog: number): { fd: number; unlinkPath?: string } {
+  let result: FdResult
+  if (target.kind === 'fd') {
+    if (!native.isListening(target.fd)) {
+      throw new FastCGIError('ERR_FASTCGI_NOT_FASTCGI', `fd ${target.fd} is not a listening socket`)
+    }
+    return { fd: target.fd }
+  }
+  if (target.kind === 'tcp') {
+    result = native.listenTcp(target.host, target.port, backlog)
+    if ('errno' in result) throw systemError(result.errno, result.syscall, { address: target.host || '::', port: target.port })
+    return { fd: result.fd }
+  }
+  result = native.listenUnix(target.path, backlog, target.mode ?? -1)
+  if ('errno' in result) throw systemError(result.errno, result.syscall, { path: target.path })
+  return { fd: result.fd, unlinkPath: target.path }
+}
+
+/**
+ * libfcgi's `FCGX_OpenSocket(path, backlog)` and the seed's
+ * `init_socket(port, backlog)`: opens a FastCGI listening socket.
+ *
+ * address: `9000`, `":9000"`, `"127.0.0.1:9000"`, `"[::1]:9000"`, a unix path
+ * (`"/run/app.sock"`, with `mode`), `{ fd: 0 }`, or nothing for the socket a
+ * web server passed as fd 0.
+ */
+export function initSocket(address?: ListenAddress, backlogOrOptions?: number | SocketOptions, maybeOptions?: SocketOptions): FcgiSocket {
+  const options: SocketOptions = typeof backlogOrOptions === 'object' && backlogOrOptions !== null ? backlogOrOptions : (maybeOptions ?? {})
+  const backlog = positiveInt('backlog', typeof backlogOrOptions === 'number' ? backlogOrOptions : options.backlog, 511)
+  const target = parseListenAddress(address ?? { fd: FCGI_LISTENSOCK_FILENO }, options.mode)
+  const { fd, unlinkPath } = listen(target, backlog)
+  return new FcgiSocket(fd, target, options, unlinkPath)
+}
+
+let inherited: FcgiSocket | undefined
+
+/** The socket a web server (or spawn-fcgi) passed as fd 0, opened once. */
+export function inheritedSocket(): FcgiSocket {
+  if (inherited && !inherited.closed) return inherited
+  if (!native.isListening(FCGI_LISTENSOCK_FILENO)) {
+    throw new FastCGIError('ERR_FASTCGI_NOT_FASTCGI',
+      'fd 0 is not a listening socket: this process was not started by a FastCGI web server; pass a socket from initSocket(address)')
+  }
+  inherited = initSocket({ fd: FCGI_LISTENSOCK_FILENO })
+  return inherited
+}
+
+/**
+ * libfcgi's `FCGX_IsCGI()`: true when the process was started as a plain CGI
+ * program (fd 0 is not a FastCGI listening socket).
+ */
+export function isCGI(): boolean {
+  return !native.isListening(FCGI_LISTENSOCK_FILENO)
+}

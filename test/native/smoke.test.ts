@@ -1,0 +1,34 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { initSocket, Request, type FcgiSocket } from '../../src/index.js'
+import { defaultParams, fcgiRequest, parseCgiResponse } from '../helpers/fcgi-client.js'
+import { tmpSocketPath } from '../helpers/wait.js'
+
+let sock: FcgiSocket | undefined
+afterEach(async () => { await sock?.close(); sock = undefined })
+
+describe('smoke', () => {
+  it('serves the seed loop over a unix socket', async () => {
+    const path = tmpSocketPath('smoke')
+    sock = initSocket(path)
+    const req = new Request(sock)
+    const loop = (async () => {
+      let n = 0
+      while (await req.accept()) {
+        let body = ''
+        for await (const c of req.stdin) body += c
+        req.stdout.write(`Content-Type: text/plain\r\n\r\nHello from ${req.env.REQUEST_URI} ${body}\n`)
+        await req.finish()
+        n++
+      }
+      return n
+    })()
+    const r = await fcgiRequest({ path }, { params: defaultParams({ REQUEST_URI: '/x' }), stdin: 'abc' })
+    const res = parseCgiResponse(r.stdout)
+    expect(res.body.toString()).toBe('Hello from /x abc\n')
+    const r2 = await fcgiRequest({ path }, { params: defaultParams({ REQUEST_URI: '/y' }), keepConn: true })
+    expect(parseCgiResponse(r2.stdout).body.toString()).toBe('Hello from /y \n')
+    await sock.close()
+    expect(await loop).toBe(2)
+    sock = undefined
+  })
+})

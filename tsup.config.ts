@@ -1,0 +1,12 @@
+import { defineConfig } from 'tsup'
+
+export default defineConfig({
+  entry: ['src/index.ts'],
+  format: ['esm', 'cjs'],
+  dts: true,
+  shims: true,
+  sourcemap: true,
+  clean: true,
+  target: 'node20',
+  outDir: 'dist',
+})
