@@ -34,7 +34,14 @@ struct ServerBox {
     if (server) server->Destroy();  // joins our threads; no JS runs here
     if (tsfn_live) {
       tsfn_live = false;
-      tsfn.Abort();  // drops queued completions (CallJs frees them)
+      // Normally the completions already queued (accepts answered "closed")
+      // are still delivered; at environment teardown they are dropped
+      // (CallJs frees them).
+      if (from_hook) {
+        tsfn.Abort();
+      } else {
+        tsfn.Release();
+      }
     }
     if (hook_set && !from_hook) hook.Remove(env);
     hook_set = false;
