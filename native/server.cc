@@ -237,6 +237,7 @@ void Server::Destroy() {
   {
     std::unique_lock<std::mutex> lock(mu_);
     exit_cv_.wait(lock, [this] { return threads_ == 0; });
+    ReapFinished();
     for (auto& kv : slots_) {
       Slot* s = kv.second;
       FCGX_Free(&s->req, 0);  // streams and params; the fd is ours to close
@@ -524,9 +525,12 @@ void Server::Schedule(Slot* s) {
   if (s->running || stopping_) return;
   s->running = true;
   runnable_.push_back(s);
-  if (idle_threads_ < static_cast<int>(runnable_.size()) && threads_ < options_.max_threads) {
+  if (idle_threads_ + starting_threads_ < static_cast<int>(runnable_.size()) &&
+      threads_ < options_.max_threads) {
+    ReapFinished();
     threads_++;
-    std::thread([this] { WorkerMain(); }).detach();
+    starting_threads_++;
+    workers_.emplace_back([this] { WorkerMain(); });
   } else {
     work_cv_.notify_one();
   }
@@ -543,6 +547,7 @@ void Server::MaybeDelete(Slot* s) {
 
 void Server::WorkerMain() {
   std::unique_lock<std::mutex> lock(mu_);
+  starting_threads_--;
   for (;;) {
     bool timed_out = false;
     while (runnable_.empty() && !stopping_) {
@@ -572,7 +577,23 @@ void Server::WorkerMain() {
     }
   }
   threads_--;
+  finished_.push_back(std::this_thread::get_id());
   exit_cv_.notify_all();
+}
+
+void Server::ReapFinished() {
+  // A finished thread only has to return from WorkerMain, which needs no
+  // lock: joining it here is brief.
+  for (auto id : finished_) {
+    for (auto it = workers_.begin(); it != workers_.end(); ++it) {
+      if (it->get_id() == id) {
+        it->join();
+        workers_.erase(it);
+        break;
+      }
+    }
+  }
+  finished_.clear();
 }
 
 void Server::Run(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
@@ -761,16 +782,39 @@ void Server::RunWrite(Slot* s, Op& op) {
 }
 
 void Server::RunFinish(Slot* s, Op& op) {
-  bool active;
+  bool active, input_done, aborted;
+  int fd = -1;
   {
     std::lock_guard<std::mutex> lock(mu_);
     active = s->active;
+    input_done = s->input_done;
+    aborted = s->aborted;
+    if (s->conn) fd = s->conn->fd;
   }
-  if (active) {
-    s->req.appStatus = op.exit_status;
-    s->req.keepConnection = 1;  // we decide in AfterRequest
-    FCGX_Finish_r(&s->req);     // flush, FCGI_END_REQUEST; closes fd on error
+  if (!active) return;
+  FCGX_Stream* in = s->req.in;
+  if (!input_done && s->keep_conn && !aborted && s->req.role != FCGI_FILTER) {
+    // The app did not read all of FCGI_STDIN (a GET handler never does, and
+    // its stdin is one empty record, usually buffered already). Discard what
+    // has arrived, up to a bound, so the connection can serve the next
+    // request; if more is still to come, the connection is closed instead.
+    char sink[8192];
+    size_t budget = 1 << 20;
+    while (FCGX_HasSeenEOF(in) != EOF && budget > 0 && InputReady(in, fd)) {
+      int n = FCGX_GetStr(sink, static_cast<int>(std::min(budget, sizeof sink)), in);
+      if (n <= 0) break;
+      budget -= static_cast<size_t>(n);
+    }
+    input_done = FCGX_HasSeenEOF(in) == EOF && FCGX_GetError(in) == 0;
   }
+  // Bytes past the end of the input were pipelined by the peer; libfcgi
+  // frees them with the request, so this connection cannot be reused.
+  bool pipelined = input_done && FCGX_InputBuffered(in) > 0;
+  s->req.appStatus = op.exit_status;
+  s->req.keepConnection = 1;  // we decide in AfterRequest
+  FCGX_Finish_r(&s->req);     // flush, FCGI_END_REQUEST; closes fd on error
+  std::lock_guard<std::mutex> lock(mu_);
+  s->input_done = input_done && !pipelined;
 }
 
 void Server::AfterRequest(Slot* s) {

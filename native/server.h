@@ -166,6 +166,7 @@ class Server {
   void Arm(Conn* conn, uint32_t events, bool add = false);
   void MaybeDelete(Slot* slot);                   // mu_ held
   void Wake();
+  void ReapFinished();                             // mu_ held
   void Post(Completion* c);
 
   int listen_fd_;
@@ -178,8 +179,13 @@ class Server {
   std::condition_variable work_cv_;
   std::condition_variable exit_cv_;
   std::thread poller_;
+  // Worker threads are joined, never detached: at a Worker's teardown the
+  // addon is unloaded right after Destroy(), so no thread may still run.
+  std::vector<std::thread> workers_;
+  std::vector<std::thread::id> finished_;  // exited on idleness, to join
   int threads_ = 0;
   int idle_threads_ = 0;
+  int starting_threads_ = 0;  // spawned, not yet looking for work
   bool stopping_ = false;
   bool closed_ = false;
   bool listen_armed_ = false;

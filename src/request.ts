@@ -91,7 +91,7 @@ export class Request extends EventEmitter {
   stdout: Writable
   stderr: Writable
   #signal: AbortController = new AbortController()
-  #slot: SlotHandle
+  #slot: SlotHandle | undefined
   #state: State = 'idle'
   #exitStatus = 0
   #acceptWaiter: ((ok: boolean) => void) | undefined
@@ -105,8 +105,6 @@ export class Request extends EventEmitter {
   constructor(socket?: FcgiSocket) {
     super()
     this.socket = socket ?? inheritedSocket()
-    const [slot] = this.socket._newSlot(this)
-    this.#slot = slot
     this.stdin = this.#closedInput()
     this.data = this.#closedInput()
     this.stdout = this.#closedOutput()
@@ -146,13 +144,16 @@ export class Request extends EventEmitter {
     }
     if (this.#state === 'active' || this.#state === 'finishing') await this.finish()
     if (this.socket.closed) return false
+    // The native slot (an FCGX_Request) is made on first use.
+    this.#slot ??= this.socket._newSlot(this)[0]
+    const slot = this.#slot
     this.#state = 'accepting'
     return new Promise<boolean>((resolve, reject) => {
       this.#acceptWaiter = resolve
       this.#acceptReject = reject
       this.#begin()
       try {
-        native.accept(this.#slot)
+        native.accept(slot)
       } catch (err) {
         this.#end()
         this.#state = 'idle'
@@ -173,7 +174,7 @@ export class Request extends EventEmitter {
     const done = new Promise<void>((resolve) => this.#finishWaiters.push(resolve))
     await Promise.all([endStream(this.stdout), endStream(this.stderr)])
     this.#begin()
-    native.finish(this.#slot, this.#exitStatus)
+    native.finish(this.#slot!, this.#exitStatus)
     return done
   }
 
@@ -184,7 +185,7 @@ export class Request extends EventEmitter {
     if (this.#state !== 'active' || this.#readTarget) return
     this.#readTarget = target
     this.#begin()
-    native.read(this.#slot, stream, max)
+    native.read(this.#slot!, stream, max)
   }
 
   /** @internal */
@@ -199,7 +200,7 @@ export class Request extends EventEmitter {
     }
     this.#writeCallbacks.push(cb)
     this.#begin()
-    native.write(this.#slot, stream, chunk)
+    native.write(this.#slot!, stream, chunk)
   }
 
   /** @internal completions from the native core, on the JS thread */
@@ -275,7 +276,7 @@ export class Request extends EventEmitter {
     const err = new FastCGIError('ERR_FASTCGI_REQUEST_ABORTED', 'the web server aborted the request')
     this.#signal.abort(err)
     this.emit('aborted')
-    for (const s of [this.stdin, this.data]) if (!s.destroyed && !s.readableEnded) s.destroy(err)
+    for (const s of [this.stdin, this.data]) if (s instanceof InputStream && !s.destroyed && !s.readableEnded) s.destroy(err)
     for (const s of [this.stdout, this.stderr]) if (!s.destroyed) s.destroy()
   }
 

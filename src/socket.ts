@@ -7,7 +7,7 @@ import fs from 'node:fs'
 
 import { type ListenAddress, type ListenTarget, parseAllowedClients, parseListenAddress } from './address.js'
 import { FastCGIError, systemError } from './errors.js'
-import { EventKind, type FdResult, native, type NativeStats, type ServerHandle, type SlotHandle, STATUS_CLOSED } from './native.js'
+import { EventKind, type FdResult, native, type NativeServerOptions, type NativeStats, type ServerHandle, type SlotHandle, STATUS_CLOSED } from './native.js'
 
 /** FastCGI's listen socket as inherited from a web server (FCGI_LISTENSOCK_FILENO). */
 export const FCGI_LISTENSOCK_FILENO = 0
@@ -73,25 +73,16 @@ export class FcgiSocket extends EventEmitter {
   #closeWaiters: Array<() => void> = []
 
   /** @internal use initSocket() */
-  constructor(fd: number, target: ListenTarget, options: SocketOptions, unlinkPath?: string) {
+  constructor(fd: number, target: ListenTarget, options: NativeServerOptions, unlinkPath?: string) {
     super()
     this.fd = fd
     this.#target = target
     this.#unlinkPath = unlinkPath
-    const maxConns = positiveInt('maxConns', options.maxConns, 1024)
-    const allowed = parseAllowedClients(options.allowedClients ?? process.env.FCGI_WEB_SERVER_ADDRS)
-    const handle = native.serverCreate(fd, {
-      maxConns,
-      maxReqs: positiveInt('maxReqs', options.maxReqs, maxConns),
-      maxThreads: positiveInt('maxThreads', options.maxThreads, 64),
-      paramsMaxBytes: positiveInt('paramsMaxBytes', options.paramsMaxBytes, 1 << 20),
-      paramsMaxCount: positiveInt('paramsMaxCount', options.paramsMaxCount, 1000),
-      lingerMs: 2000,
-      readTimeoutMs: positiveInt('readTimeout', options.readTimeout, 60000),
-      allowed,
-    }, (slotId, kind, status, payload, n1, n2) => this.#onEvent(slotId, kind, status, payload, n1, n2))
+    const handle = native.serverCreate(fd, options,
+      (slotId, kind, status, payload, n1, n2) => this.#onEvent(slotId, kind, status, payload, n1, n2))
     if ('errno' in handle) {
       native.closeFd(fd)
+      if (unlinkPath) try { fs.unlinkSync(unlinkPath) } catch { /* gone */ }
       throw systemError(handle.errno, handle.syscall)
     }
     this.#handle = handle
@@ -227,6 +218,21 @@ export class FcgiSocket extends EventEmitter {
   }
 }
 
+/** Validates every option before anything listens. */
+function resolveOptions(options: SocketOptions): NativeServerOptions {
+  const maxConns = positiveInt('maxConns', options.maxConns, 1024)
+  return {
+    maxConns,
+    maxReqs: positiveInt('maxReqs', options.maxReqs, maxConns),
+    maxThreads: positiveInt('maxThreads', options.maxThreads, 64),
+    paramsMaxBytes: positiveInt('paramsMaxBytes', options.paramsMaxBytes, 1 << 20),
+    paramsMaxCount: positiveInt('paramsMaxCount', options.paramsMaxCount, 1000),
+    lingerMs: 2000,
+    readTimeoutMs: positiveInt('readTimeout', options.readTimeout, 60000),
+    allowed: parseAllowedClients(options.allowedClients ?? process.env.FCGI_WEB_SERVER_ADDRS),
+  }
+}
+
 function listen(target: ListenTarget, backlog: number): { fd: number; unlinkPath?: string } {
   let result: FdResult
   if (target.kind === 'fd') {
@@ -257,8 +263,9 @@ export function initSocket(address?: ListenAddress, backlogOrOptions?: number | 
   const options: SocketOptions = typeof backlogOrOptions === 'object' && backlogOrOptions !== null ? backlogOrOptions : (maybeOptions ?? {})
   const backlog = positiveInt('backlog', typeof backlogOrOptions === 'number' ? backlogOrOptions : options.backlog, 511)
   const target = parseListenAddress(address ?? { fd: FCGI_LISTENSOCK_FILENO }, options.mode)
+  const resolved = resolveOptions(options)
   const { fd, unlinkPath } = listen(target, backlog)
-  return new FcgiSocket(fd, target, options, unlinkPath)
+  return new FcgiSocket(fd, target, resolved, unlinkPath)
 }
 
 let inherited: FcgiSocket | undefined
