@@ -75,18 +75,20 @@ void CallJs(Napi::Env env, Napi::Function fn, ServerBox*, Completion* c) {
   switch (c->kind) {
     case EventKind::kAccept:
       if (c->status == 0) {
-        Napi::Object params = Napi::Object::New(env);
+        // All params as one latin1 string "NAME=value\0NAME=value..." (bytes
+        // kept as they are, like node:http's raw headers); the JS side makes
+        // the object only when the app looks at it.
+        std::string joined;
+        size_t total = 0;
+        for (const std::string& kv : c->env) total += kv.size() + 1;
+        joined.reserve(total);
         for (const std::string& kv : c->env) {
-          size_t eq = kv.find('=');
-          if (eq == std::string::npos) eq = kv.size();
-          // Bytes as latin1, like node:http's raw header values: lossless.
-          napi_value name, value;
-          napi_create_string_latin1(env, kv.data(), eq, &name);
-          size_t vstart = eq < kv.size() ? eq + 1 : kv.size();
-          napi_create_string_latin1(env, kv.data() + vstart, kv.size() - vstart, &value);
-          napi_set_property(env, params, name, value);
+          if (!joined.empty()) joined.push_back('\0');
+          joined.append(kv);
         }
-        payload = params;
+        napi_value str;
+        napi_create_string_latin1(env, joined.data(), joined.size(), &str);
+        payload = Napi::Value(env, str);
         n1 = c->role;
         n2 = c->request_id + (c->keep_conn ? 65536 : 0);
       }
@@ -292,16 +294,14 @@ Napi::Value ReadJs(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// write(slot, stream, chunk: Buffer | Buffer[]): bytes are copied here.
-Napi::Value WriteJs(const Napi::CallbackInfo& info) {
-  Slot* s = GetSlot(info);
-  if (!s) return info.Env().Undefined();
+// Buffer | Buffer[] -> owned bytes (copied: no JS memory crosses threads).
+std::vector<char> CopyBytes(Napi::Value v) {
   std::vector<char> bytes;
-  if (info[2].IsBuffer()) {
-    auto b = info[2].As<Napi::Buffer<char>>();
+  if (v.IsBuffer()) {
+    auto b = v.As<Napi::Buffer<char>>();
     bytes.assign(b.Data(), b.Data() + b.Length());
-  } else if (info[2].IsArray()) {
-    Napi::Array a = info[2].As<Napi::Array>();
+  } else if (v.IsArray()) {
+    Napi::Array a = v.As<Napi::Array>();
     size_t total = 0;
     for (uint32_t i = 0; i < a.Length(); i++) total += a.Get(i).As<Napi::Buffer<char>>().Length();
     bytes.reserve(total);
@@ -310,12 +310,22 @@ Napi::Value WriteJs(const Napi::CallbackInfo& info) {
       bytes.insert(bytes.end(), b.Data(), b.Data() + b.Length());
     }
   }
-  s->server->Write(s, info[1].As<Napi::Number>().Int32Value(), std::move(bytes));
+  return bytes;
+}
+
+// write(slot, stream, chunk: Buffer | Buffer[])
+Napi::Value WriteJs(const Napi::CallbackInfo& info) {
+  if (Slot* s = GetSlot(info)) {
+    s->server->Write(s, info[1].As<Napi::Number>().Int32Value(), CopyBytes(info[2]));
+  }
   return info.Env().Undefined();
 }
 
+// finish(slot, exitStatus, stdout?: Buffer | Buffer[])
 Napi::Value FinishJs(const Napi::CallbackInfo& info) {
-  if (Slot* s = GetSlot(info)) s->server->Finish(s, info[1].As<Napi::Number>().Int32Value());
+  if (Slot* s = GetSlot(info)) {
+    s->server->Finish(s, info[1].As<Napi::Number>().Int32Value(), CopyBytes(info[2]));
+  }
   return info.Env().Undefined();
 }
 

@@ -173,10 +173,11 @@ void Server::Write(Slot* s, int stream, std::vector<char> bytes) {
   Enqueue(s, std::move(op));
 }
 
-void Server::Finish(Slot* s, int exit_status) {
+void Server::Finish(Slot* s, int exit_status, std::vector<char> bytes) {
   std::lock_guard<std::mutex> lock(mu_);
   Op op{OpKind::kFinish};
   op.exit_status = exit_status;
+  op.bytes = std::move(bytes);
   if (s->active) s->finishing = true;
   Enqueue(s, std::move(op));
 }
@@ -810,6 +811,11 @@ void Server::RunFinish(Slot* s, Op& op) {
   // Bytes past the end of the input were pipelined by the peer; libfcgi
   // frees them with the request, so this connection cannot be reused.
   bool pipelined = input_done && FCGX_InputBuffered(in) > 0;
+  if (!op.bytes.empty()) {
+    // Buffered by libfcgi and sent with the end records: a small response
+    // leaves in one write().
+    FCGX_PutStr(op.bytes.data(), static_cast<int>(op.bytes.size()), s->req.out);
+  }
   s->req.appStatus = op.exit_status;
   s->req.keepConnection = 1;  // we decide in AfterRequest
   FCGX_Finish_r(&s->req);     // flush, FCGI_END_REQUEST; closes fd on error

@@ -136,7 +136,8 @@ class Server {
   void Accept(Slot* slot);
   void Read(Slot* slot, int stream, size_t max);
   void Write(Slot* slot, int stream, std::vector<char> bytes);
-  void Finish(Slot* slot, int exit_status);
+  // bytes: stdout written just before FCGI_END_REQUEST, in the same write().
+  void Finish(Slot* slot, int exit_status, std::vector<char> bytes = {});
 
   // Stop accepting: pending accepts complete with kClosed, idle connections
   // close; requests in flight go on.

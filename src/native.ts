@@ -27,7 +27,8 @@ export const STATUS_CLOSED = -1000
 
 /**
  * Called on the JS thread for every completion of a server.
- * accept: payload = params object, n1 = role, n2 = requestId + 65536 * keepConn
+ * accept: payload = params as one latin1 string "NAME=value\0NAME=value...",
+ *         n1 = role, n2 = requestId + 65536 * keepConn
  * read:   payload = Buffer | undefined, n1 = 1 at end of stream
  */
 export type EventCallback = (
@@ -78,7 +79,8 @@ export interface Native {
   read(slot: SlotHandle, stream: 0 | 1, max: number): void
   /** stream: 1 stdout, 2 stderr; the bytes are copied before this returns */
   write(slot: SlotHandle, stream: 1 | 2, chunk: Buffer | Buffer[]): void
-  finish(slot: SlotHandle, exitStatus: number): void
+  /** stdout bytes, if given, leave with FCGI_END_REQUEST in one write() */
+  finish(slot: SlotHandle, exitStatus: number, stdout?: Buffer | Buffer[]): void
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')

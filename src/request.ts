@@ -77,8 +77,6 @@ type State = 'idle' | 'accepting' | 'active' | 'finishing'
  */
 export class Request extends EventEmitter {
   readonly socket: FcgiSocket
-  /** FCGI_PARAMS of the current request (CGI environment). */
-  env: Record<string, string> = {}
   role: Role = 'RESPONDER'
   /** FastCGI request id of the current request. */
   requestId = 0
@@ -86,18 +84,26 @@ export class Request extends EventEmitter {
   keepConnection = false
   /** True once the web server aborted or dropped the current request. */
   aborted = false
-  stdin: Readable
-  data: Readable
-  stdout: Writable
-  stderr: Writable
-  #signal: AbortController = new AbortController()
+  // Made on first use: a hello-world handler never pays for what it ignores.
+  #params = ''
+  #env: Record<string, string> | undefined
+  #stdin: InputStream | undefined
+  #data: InputStream | undefined
+  #stdout: OutputStream | undefined
+  #stderr: OutputStream | undefined
+  #controller: AbortController | undefined
   #slot: SlotHandle | undefined
   #state: State = 'idle'
   #exitStatus = 0
   #acceptWaiter: ((ok: boolean) => void) | undefined
   #acceptReject: ((err: Error) => void) | undefined
   #readTarget: InputStream | undefined
-  #writeCallbacks: Callback[] = []
+  // Writes wait here until the end of the current tick, so that a response
+  // written and finished in one go leaves in a single native operation.
+  #outQueue: Array<{ stream: 1 | 2; chunk: Buffer; cb: Callback }> = []
+  #flushScheduled = false
+  #writeCallbacks: Callback[][] = []
+  #finishCallbacks: Callback[] = []
   #finishWaiters: Array<() => void> = []
   #pending = 0
 
@@ -105,15 +111,55 @@ export class Request extends EventEmitter {
   constructor(socket?: FcgiSocket) {
     super()
     this.socket = socket ?? inheritedSocket()
-    this.stdin = this.#closedInput()
-    this.data = this.#closedInput()
-    this.stdout = this.#closedOutput()
-    this.stderr = this.#closedOutput()
+  }
+
+  /** FCGI_PARAMS of the current request (the CGI environment), as a plain object. */
+  get env(): Record<string, string> {
+    if (this.#env === undefined) {
+      const env: Record<string, string> = {}
+      if (this.#params !== '') {
+        for (const kv of this.#params.split('\0')) {
+          const eq = kv.indexOf('=')
+          if (eq < 0) env[kv] = ''
+          else env[kv.slice(0, eq)] = kv.slice(eq + 1)
+        }
+      }
+      this.#env = env
+    }
+    return this.#env
+  }
+
+  /** FCGI_STDIN of the current request. */
+  get stdin(): Readable {
+    if (!this.#live()) return closedInput()
+    return (this.#stdin ??= new InputStream(this, 0))
+  }
+
+  /** FCGI_DATA of the current request (FILTER role; empty otherwise). */
+  get data(): Readable {
+    if (!this.#live() || this.role !== 'FILTER') return closedInput()
+    return (this.#data ??= new InputStream(this, 1))
+  }
+
+  /** FCGI_STDOUT of the current request: a CGI response (headers, blank line, body). */
+  get stdout(): Writable {
+    if (!this.#live()) return closedOutput()
+    return (this.#stdout ??= new OutputStream(this, 1))
+  }
+
+  /** FCGI_STDERR of the current request: goes to the web server's error log. */
+  get stderr(): Writable {
+    if (!this.#live()) return closedOutput()
+    return (this.#stderr ??= new OutputStream(this, 2))
   }
 
   /** Aborted when the web server aborts or drops the current request. */
   get signal(): AbortSignal {
-    return this.#signal.signal
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController()
+      if (this.aborted) this.#controller.abort(abortedError())
+    }
+    return this.#controller.signal
   }
 
   /** True between a successful accept() and finish(). */
@@ -172,9 +218,36 @@ export class Request extends EventEmitter {
     if (this.#state !== 'active') return
     this.#state = 'finishing'
     const done = new Promise<void>((resolve) => this.#finishWaiters.push(resolve))
-    await Promise.all([endStream(this.stdout), endStream(this.stderr)])
+    const out = this.#stdout
+    const err = this.#stderr
+    out?.end()
+    err?.end()
+    // Fast path: every byte written is still in our queue (nothing waits
+    // inside the Writables): it goes out with the end records.
+    const queued = (stream: 1 | 2) => this.#outQueue.reduce((n, w) => n + (w.stream === stream ? w.chunk.length : 0), 0)
+    const allQueued = (w: OutputStream | undefined, stream: 1 | 2) => !w || w.destroyed || w.writableLength === queued(stream)
+    if (!(allQueued(out, 1) && allQueued(err, 2))) {
+      this.#flushOut()
+      await Promise.all([out && endStream(out), err && endStream(err)])
+    }
+    const tail: Buffer[] = []
+    const cbs: Callback[] = []
+    if (this.#outQueue.length > 0 && !this.aborted) {
+      // stderr first as its own write, then stdout with the end records.
+      const last = this.#outQueue.filter((w) => w.stream === 1)
+      const before = this.#outQueue.filter((w) => w.stream === 2)
+      this.#outQueue = before
+      this.#flushOut()
+      for (const w of last) {
+        tail.push(w.chunk)
+        cbs.push(w.cb)
+      }
+    } else {
+      this.#flushOut()
+    }
+    this.#finishCallbacks = cbs
     this.#begin()
-    native.finish(this.#slot!, this.#exitStatus)
+    native.finish(this.#slot!, this.#exitStatus, tail.length === 0 ? undefined : tail.length === 1 ? tail[0] : tail)
     return done
   }
 
@@ -195,12 +268,30 @@ export class Request extends EventEmitter {
       return
     }
     if (this.aborted) {
-      cb(new FastCGIError('ERR_FASTCGI_REQUEST_ABORTED', 'the web server aborted the request'))
+      cb(abortedError())
       return
     }
-    this.#writeCallbacks.push(cb)
-    this.#begin()
-    native.write(this.#slot!, stream, chunk)
+    this.#outQueue.push({ stream, chunk: Array.isArray(chunk) ? Buffer.concat(chunk) : chunk, cb })
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true
+      process.nextTick(() => {
+        this.#flushScheduled = false
+        this.#flushOut()
+      })
+    }
+  }
+
+  /** Hands the queued writes to the native strand, one op per run of one stream. */
+  #flushOut(): void {
+    while (this.#outQueue.length > 0) {
+      const stream = this.#outQueue[0]!.stream
+      let n = 1
+      while (n < this.#outQueue.length && this.#outQueue[n]!.stream === stream) n++
+      const run = this.#outQueue.splice(0, n)
+      this.#writeCallbacks.push(run.map((w) => w.cb))
+      this.#begin()
+      native.write(this.#slot!, stream, run.length === 1 ? run[0]!.chunk : run.map((w) => w.chunk))
+    }
   }
 
   /** @internal completions from the native core, on the JS thread */
@@ -215,7 +306,7 @@ export class Request extends EventEmitter {
           resolve?.(false)
           return
         }
-        this.#startRequest(payload as Record<string, string>, n1, n2)
+        this.#startRequest(payload as string, n1, n2)
         resolve?.(true)
         return
       }
@@ -230,13 +321,13 @@ export class Request extends EventEmitter {
         }
         const more = payload === undefined ? true : target.push(payload as Buffer)
         if (n1 === 1) target.push(null)
-        else if (more && payload === undefined) this._read(target === this.data ? 1 : 0, READ_SIZE, target)
+        else if (more && payload === undefined) this._read(target === this.#data ? 1 : 0, READ_SIZE, target)
         return
       }
       case EventKind.Write: {
         this.#end()
-        const cb = this.#writeCallbacks.shift()
-        cb?.(status === 0 ? null : statusError(status, 'write'))
+        const error = status === 0 ? null : statusError(status, 'write')
+        for (const cb of this.#writeCallbacks.shift() ?? []) cb(error)
         return
       }
       case EventKind.Abort:
@@ -245,8 +336,9 @@ export class Request extends EventEmitter {
       case EventKind.Finish: {
         this.#end()
         this.#state = 'idle'
-        if (!this.stdin.destroyed && !this.stdin.readableEnded) this.stdin.destroy()
-        if (!this.data.destroyed && !this.data.readableEnded) this.data.destroy()
+        const error = status === 0 ? null : statusError(status, 'write')
+        for (const cb of this.#finishCallbacks.splice(0)) cb(error)
+        for (const s of [this.#stdin, this.#data]) if (s && !s.destroyed && !s.readableEnded) s.destroy()
         for (const w of this.#finishWaiters.splice(0)) w()
         this.emit('close')
         return
@@ -255,29 +347,33 @@ export class Request extends EventEmitter {
     void STATUS_CLOSED
   }
 
-  #startRequest(params: Record<string, string>, role: number, info: number): void {
-    this.env = params
+  #startRequest(params: string, role: number, info: number): void {
+    this.#params = params
+    this.#env = undefined
     this.role = ROLES[role] ?? 'RESPONDER'
     this.requestId = info & 0xffff
     this.keepConnection = info >= 65536
     this.aborted = false
     this.#exitStatus = 0
-    this.#signal = new AbortController()
-    this.stdin = new InputStream(this, 0)
-    this.data = this.role === 'FILTER' ? new InputStream(this, 1) : this.#closedInput()
-    this.stdout = new OutputStream(this, 1)
-    this.stderr = new OutputStream(this, 2)
+    this.#controller = undefined
+    this.#stdin = this.#data = this.#stdout = this.#stderr = undefined
     this.#state = 'active'
+  }
+
+  #live(): boolean {
+    return this.#state === 'active' || this.#state === 'finishing'
   }
 
   #onAbort(): void {
     if (this.aborted || this.#state === 'idle') return
     this.aborted = true
-    const err = new FastCGIError('ERR_FASTCGI_REQUEST_ABORTED', 'the web server aborted the request')
-    this.#signal.abort(err)
+    const err = abortedError()
+    this.#controller?.abort(err)
     this.emit('aborted')
-    for (const s of [this.stdin, this.data]) if (s instanceof InputStream && !s.destroyed && !s.readableEnded) s.destroy(err)
-    for (const s of [this.stdout, this.stderr]) if (!s.destroyed) s.destroy()
+    for (const s of [this.#stdin, this.#data]) if (s && !s.destroyed && !s.readableEnded) s.destroy(err)
+    for (const s of [this.#stdout, this.#stderr]) if (s && !s.destroyed) s.destroy()
+    // Queued writes will never be sent.
+    for (const w of this.#outQueue.splice(0)) w.cb(err)
   }
 
   #begin(): void {
@@ -288,17 +384,22 @@ export class Request extends EventEmitter {
     if (--this.#pending === 0) this.socket._unpin(this)
   }
 
-  #closedInput(): Readable {
-    const r = new Readable({ read() {} })
-    r.push(null)
-    return r
-  }
+}
 
-  #closedOutput(): Writable {
-    return new Writable({
-      write: (_c, _e, cb) => cb(new FastCGIError('ERR_FASTCGI_REQUEST_NOT_ACTIVE', 'no request is active: call accept() first')),
-    })
-  }
+function abortedError(): FastCGIError {
+  return new FastCGIError('ERR_FASTCGI_REQUEST_ABORTED', 'the web server aborted the request')
+}
+
+function closedInput(): Readable {
+  const r = new Readable({ read() {} })
+  r.push(null)
+  return r
+}
+
+function closedOutput(): Writable {
+  return new Writable({
+    write: (_c, _e, cb) => cb(new FastCGIError('ERR_FASTCGI_REQUEST_NOT_ACTIVE', 'no request is active: call accept() first')),
+  })
 }
 
 function endStream(stream: Writable): Promise<void> {
