@@ -7,7 +7,7 @@ import { initSocket, Request } from '../dist/index.js'
 
 const path = process.argv[2]
 const parallel = Number(process.argv[3] ?? 64)
-const socket = initSocket(path, 1024, { maxConns: 4096 })
+const socket = initSocket(path, 1024, { maxConns: 4096, ...(process.env.BENCH_MAX_THREADS ? { maxThreads: Number(process.env.BENCH_MAX_THREADS) } : {}) })
 
 const delay = monitorEventLoopDelay({ resolution: 1 })
 // A 1 ms interval timer: its lateness is what a handler's timers would see.

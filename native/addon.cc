@@ -8,7 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <deque>
 #include <memory>
+#include <mutex>
 
 #include "listener.h"
 #include "server.h"
@@ -20,8 +22,15 @@ struct ServerBox;
 void CallJs(Napi::Env env, Napi::Function fn, ServerBox* box, Completion* c);
 using Tsfn = Napi::TypedThreadSafeFunction<ServerBox, Completion, CallJs>;
 
+// Completions wait in our own queue; the TSFN carries only a wake-up when the
+// queue stops being empty, and JS drains it in bounded batches (drain()),
+// yielding to timers between batches. (Node runs up to 1000 TSFN items in one
+// loop turn: a 1 ms timer would be late by tens of ms under load.)
 struct ServerBox {
   std::unique_ptr<Server> server;
+  std::mutex queue_mu;
+  std::deque<Completion*> queue;
+  bool signaled = false;
   Tsfn tsfn;
   bool tsfn_live = false;
   bool destroyed = false;
@@ -45,6 +54,20 @@ struct ServerBox {
     }
     if (hook_set && !from_hook) hook.Remove(env);
     hook_set = false;
+    std::lock_guard<std::mutex> lock(queue_mu);
+    for (Completion* c : queue) delete c;
+    queue.clear();
+  }
+
+  // Any thread.
+  void Post(Completion* c) {
+    bool wake = false;
+    {
+      std::lock_guard<std::mutex> lock(queue_mu);
+      queue.push_back(c);
+      if (!signaled) signaled = wake = true;
+    }
+    if (wake) tsfn.NonBlockingCall(nullptr);
   }
 };
 
@@ -67,42 +90,49 @@ Napi::Value FdResult(Napi::Env env, int fd) {
   return o;
 }
 
-void CallJs(Napi::Env env, Napi::Function fn, ServerBox*, Completion* c) {
-  std::unique_ptr<Completion> own(c);
-  if (env == nullptr || fn.IsEmpty()) return;  // torn down: just free
+void CallJs(Napi::Env env, Napi::Function fn, ServerBox*, Completion*) {
+  if (env == nullptr || fn.IsEmpty()) return;  // torn down
+  fn.Call({});  // "completions are waiting": JS calls drain()
+}
+
+// One completion as six values: slotId, kind, status, payload, n1, n2.
+void PushCompletion(Napi::Env env, Napi::Array out, uint32_t& i, const Completion& c) {
   Napi::Value payload = env.Undefined();
   double n1 = 0, n2 = 0;
-  switch (c->kind) {
+  switch (c.kind) {
     case EventKind::kAccept:
-      if (c->status == 0) {
+      if (c.status == 0) {
         // All params as one latin1 string "NAME=value\0NAME=value..." (bytes
         // kept as they are, like node:http's raw headers); the JS side makes
         // the object only when the app looks at it.
         std::string joined;
         size_t total = 0;
-        for (const std::string& kv : c->env) total += kv.size() + 1;
+        for (const std::string& kv : c.env) total += kv.size() + 1;
         joined.reserve(total);
-        for (const std::string& kv : c->env) {
+        for (const std::string& kv : c.env) {
           if (!joined.empty()) joined.push_back('\0');
           joined.append(kv);
         }
         napi_value str;
         napi_create_string_latin1(env, joined.data(), joined.size(), &str);
         payload = Napi::Value(env, str);
-        n1 = c->role;
-        n2 = c->request_id + (c->keep_conn ? 65536 : 0);
+        n1 = c.role;
+        n2 = c.request_id + (c.keep_conn ? 65536 : 0);
       }
       break;
     case EventKind::kRead:
-      if (!c->data.empty()) payload = Napi::Buffer<char>::Copy(env, c->data.data(), c->data.size());
-      n1 = c->eof ? 1 : 0;
+      if (!c.data.empty()) payload = Napi::Buffer<char>::Copy(env, c.data.data(), c.data.size());
+      n1 = c.eof ? 1 : 0;
       break;
     default:
       break;
   }
-  fn.Call({Napi::Number::New(env, c->slot_id), Napi::Number::New(env, static_cast<int>(c->kind)),
-           Napi::Number::New(env, c->status), payload, Napi::Number::New(env, n1),
-           Napi::Number::New(env, n2)});
+  out.Set(i++, Napi::Number::New(env, c.slot_id));
+  out.Set(i++, Napi::Number::New(env, static_cast<int>(c.kind)));
+  out.Set(i++, Napi::Number::New(env, c.status));
+  out.Set(i++, payload);
+  out.Set(i++, Napi::Number::New(env, n1));
+  out.Set(i++, Napi::Number::New(env, n2));
 }
 
 ServerBox* GetServer(const Napi::CallbackInfo& info) {
@@ -183,6 +213,7 @@ Napi::Value ServerCreateJs(const Napi::CallbackInfo& info) {
   opt.max_conns = OptInt(o, "maxConns", opt.max_conns);
   opt.max_reqs = OptInt(o, "maxReqs", opt.max_reqs);
   opt.max_threads = OptInt(o, "maxThreads", opt.max_threads);
+  opt.core_threads = OptInt(o, "coreThreads", opt.core_threads);
   opt.params_max_bytes = OptInt(o, "paramsMaxBytes", opt.params_max_bytes);
   opt.params_max_count = OptInt(o, "paramsMaxCount", opt.params_max_count);
   opt.linger_ms = OptInt(o, "lingerMs", opt.linger_ms);
@@ -202,10 +233,7 @@ Napi::Value ServerCreateJs(const Napi::CallbackInfo& info) {
   auto* box = new ServerBox();
   box->tsfn = Tsfn::New(env, info[2].As<Napi::Function>(), "libfcgi", 0, 1, box);
   box->tsfn_live = true;
-  Tsfn tsfn = box->tsfn;
-  box->server = std::make_unique<Server>(fd, std::move(opt), [tsfn](Completion* c) mutable {
-    if (tsfn.NonBlockingCall(c) != napi_ok) delete c;
-  });
+  box->server = std::make_unique<Server>(fd, std::move(opt), [box](Completion* c) { box->Post(c); });
   SysError err;
   if (!box->server->Start(&err)) {
     box->server->Destroy();
@@ -222,6 +250,34 @@ Napi::Value ServerCreateJs(const Napi::CallbackInfo& info) {
     b->Destroy(env, false);
     delete b;
   });
+}
+
+// drain(server, max) -> [slotId, kind, status, payload, n1, n2, ...]; the
+// array's `more` property is true when completions are left for a next call.
+Napi::Value DrainJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsExternal()) return env.Undefined();
+  ServerBox* box = info[0].As<Napi::External<ServerBox>>().Data();
+  size_t max = info[1].As<Napi::Number>().Uint32Value();
+  std::vector<Completion*> batch;
+  bool more;
+  {
+    std::lock_guard<std::mutex> lock(box->queue_mu);
+    while (!box->queue.empty() && batch.size() < max) {
+      batch.push_back(box->queue.front());
+      box->queue.pop_front();
+    }
+    more = !box->queue.empty();
+    if (!more) box->signaled = false;  // the next Post wakes JS again
+  }
+  Napi::Array out = Napi::Array::New(env, batch.size() * 6);
+  uint32_t i = 0;
+  for (Completion* c : batch) {
+    PushCompletion(env, out, i, *c);
+    delete c;
+  }
+  out.Set("more", Napi::Boolean::New(env, more));
+  return out;
 }
 
 Napi::Value ServerCloseJs(const Napi::CallbackInfo& info) {
@@ -337,6 +393,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("closeFd", Napi::Function::New(env, CloseFdJs));
   exports.Set("serverCreate", Napi::Function::New(env, ServerCreateJs));
   exports.Set("serverClose", Napi::Function::New(env, ServerCloseJs));
+  exports.Set("drain", Napi::Function::New(env, DrainJs));
   exports.Set("serverDestroy", Napi::Function::New(env, ServerDestroyJs));
   exports.Set("serverRef", Napi::Function::New(env, ServerRefJs));
   exports.Set("serverStats", Napi::Function::New(env, ServerStatsJs));

@@ -26,6 +26,7 @@ namespace {
 constexpr uint64_t kListenId = 1;
 constexpr uint64_t kWakeId = 2;
 constexpr int kIdleThreadSeconds = 30;
+constexpr int kStarvedMs = 2;
 
 // A read found no input: the op waits in the poller instead of on a thread.
 constexpr int kParked = -2000;
@@ -65,7 +66,11 @@ int InitLibfcgiOnce() {
 }
 
 Server::Server(int listen_fd, Options options, PostFn post)
-    : listen_fd_(listen_fd), options_(std::move(options)), post_(std::move(post)) {}
+    : listen_fd_(listen_fd), options_(std::move(options)), post_(std::move(post)) {
+  int hw = static_cast<int>(std::thread::hardware_concurrency());
+  int core = options_.core_threads > 0 ? options_.core_threads : std::max(4, 2 * hw);
+  core_threads_ = std::max(1, std::min(core, options_.max_threads));
+}
 
 Server::~Server() { Destroy(); }
 
@@ -308,6 +313,7 @@ void Server::PollerMain() {
         }
       }
       if (emfile) timeout = 100;
+      if (watching_) timeout = kStarvedMs;
     }
     int n = epoll_wait(epoll_fd_, events, 128, timeout);
     std::lock_guard<std::mutex> lock(mu_);
@@ -345,6 +351,14 @@ void Server::PollerMain() {
     }
     Dispatch();
     if (!listen_armed_ && !closed_) emfile = true;
+    if (watching_) {
+      if (runnable_.empty() || idle_threads_ + starting_threads_ > 0 || threads_ >= options_.max_threads) {
+        watching_ = false;
+      } else if (NowMs() - last_progress_ms_ >= kStarvedMs) {
+        SpawnWorker();  // every thread is stuck (slow peers): one more
+        last_progress_ms_ = NowMs();
+      }
+    }
   }
 }
 
@@ -526,15 +540,24 @@ void Server::Schedule(Slot* s) {
   if (s->running || stopping_) return;
   s->running = true;
   runnable_.push_back(s);
-  if (idle_threads_ + starting_threads_ < static_cast<int>(runnable_.size()) &&
-      threads_ < options_.max_threads) {
-    ReapFinished();
-    threads_++;
-    starting_threads_++;
-    workers_.emplace_back([this] { WorkerMain(); });
-  } else {
-    work_cv_.notify_one();
+  if (idle_threads_ + starting_threads_ < static_cast<int>(runnable_.size())) {
+    if (threads_ < core_threads_) {
+      SpawnWorker();
+      return;
+    }
+    if (threads_ < options_.max_threads && idle_threads_ == 0 && !watching_) {
+      watching_ = true;  // the poller checks for starvation every kStarvedMs
+      Wake();
+    }
   }
+  work_cv_.notify_one();
+}
+
+void Server::SpawnWorker() {
+  ReapFinished();
+  threads_++;
+  starting_threads_++;
+  workers_.emplace_back([this] { WorkerMain(); });
 }
 
 void Server::MaybeDelete(Slot* s) {
@@ -561,6 +584,7 @@ void Server::WorkerMain() {
     if (stopping_ || runnable_.empty()) break;
     Slot* s = runnable_.front();
     runnable_.pop_front();
+    last_progress_ms_ = NowMs();
     if (s->ops.empty()) {
       s->running = false;
       MaybeDelete(s);

@@ -64,6 +64,7 @@ struct Options {
   int max_conns = 1024;          // open connections (idle + busy)
   int max_reqs = 1024;           // answered in FCGI_GET_VALUES
   int max_threads = 64;          // worker threads at most
+  int core_threads = 0;          // started eagerly; 0: max(4, 2 x cores)
   int params_max_bytes = 1 << 20;
   int params_max_count = 1000;
   int linger_ms = 2000;          // Draining deadline
@@ -168,6 +169,7 @@ class Server {
   void MaybeDelete(Slot* slot);                   // mu_ held
   void Wake();
   void ReapFinished();                             // mu_ held
+  void SpawnWorker();                              // mu_ held
   void Post(Completion* c);
 
   int listen_fd_;
@@ -187,6 +189,12 @@ class Server {
   int threads_ = 0;
   int idle_threads_ = 0;
   int starting_threads_ = 0;  // spawned, not yet looking for work
+  // Past core_threads, a thread is added only when queued work has made no
+  // progress for kStarvedMs (threads blocked writing to slow peers): more
+  // runnable threads than cores only steal CPU from the JS thread.
+  int core_threads_ = 4;
+  bool watching_ = false;
+  int64_t last_progress_ms_ = 0;
   bool stopping_ = false;
   bool closed_ = false;
   bool listen_armed_ = false;

@@ -25,8 +25,14 @@ export const enum EventKind {
 /** Completion status besides 0, errno (> 0) and FCGX_* codes (< 0). */
 export const STATUS_CLOSED = -1000
 
+/** Called on the JS thread when completions are waiting: call drain(). */
+export type WakeCallback = () => void
+
+/** drain()'s result: six values per completion (EventCallback's arguments). */
+export type CompletionBatch = unknown[] & { more: boolean }
+
 /**
- * Called on the JS thread for every completion of a server.
+ * One completion of a server, as drain() lists it.
  * accept: payload = params as one latin1 string "NAME=value\0NAME=value...",
  *         n1 = role, n2 = requestId + 65536 * keepConn
  * read:   payload = Buffer | undefined, n1 = 1 at end of stream
@@ -68,7 +74,9 @@ export interface Native {
   localName(fd: number): { family: 0 | 1 | 4 | 6; address: string; port: number }
   isListening(fd: number): boolean
   closeFd(fd: number): void
-  serverCreate(fd: number, options: NativeServerOptions, onEvent: EventCallback): ServerHandle | { errno: number; syscall: string }
+  serverCreate(fd: number, options: NativeServerOptions, onWake: WakeCallback): ServerHandle | { errno: number; syscall: string }
+  /** Takes up to `max` waiting completions. */
+  drain(server: ServerHandle, max: number): CompletionBatch
   serverClose(server: ServerHandle): void
   serverDestroy(server: ServerHandle): void
   serverRef(server: ServerHandle, ref: boolean): void

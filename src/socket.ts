@@ -21,7 +21,11 @@ export interface SocketOptions {
   maxConns?: number
   /** Requests in parallel announced in FCGI_GET_VALUES as FCGI_MAX_REQS (default: maxConns). */
   maxReqs?: number
-  /** Native worker threads at most; idle kept connections hold none (default 64). */
+  /**
+   * Native worker threads at most (default 64). max(4, 2 x cores) start as
+   * needed; more only when all of them are stuck writing to slow peers.
+   * Idle kept connections and requests waiting for their body hold none.
+   */
   maxThreads?: number
   /** Cap on one request's params (names + values) in bytes, refused before allocation (default 1 MiB). */
   paramsMaxBytes?: number
@@ -41,6 +45,9 @@ export interface SocketAddress {
   address: string
   port?: number
 }
+
+/** Completions handled per event-loop turn at most. */
+const DRAIN_BATCH = 64
 
 type Listener = (slotId: number, kind: EventKind, status: number, payload: unknown, n1: number, n2: number) => void
 
@@ -71,6 +78,7 @@ export class FcgiSocket extends EventEmitter {
   #refed = true
   #unlinkPath: string | undefined
   #closeWaiters: Array<() => void> = []
+  #draining: ServerHandle | undefined  // set between close and destroy
 
   /** @internal use initSocket() */
   constructor(fd: number, target: ListenTarget, options: NativeServerOptions, unlinkPath?: string) {
@@ -78,8 +86,7 @@ export class FcgiSocket extends EventEmitter {
     this.fd = fd
     this.#target = target
     this.#unlinkPath = unlinkPath
-    const handle = native.serverCreate(fd, options,
-      (slotId, kind, status, payload, n1, n2) => this.#onEvent(slotId, kind, status, payload, n1, n2))
+    const handle = native.serverCreate(fd, options, this.#drain)
     if ('errno' in handle) {
       native.closeFd(fd)
       if (unlinkPath) try { fs.unlinkSync(unlinkPath) } catch { /* gone */ }
@@ -165,6 +172,18 @@ export class FcgiSocket extends EventEmitter {
     return this.#handle
   }
 
+  // Completions are handled in batches; between batches timers and I/O run,
+  // so a loaded server keeps its event loop responsive.
+  #drain = (): void => {
+    const handle = this.#handle ?? this.#draining
+    if (!handle) return
+    const batch = native.drain(handle, DRAIN_BATCH)
+    for (let i = 0; i < batch.length; i += 6) {
+      this.#onEvent(batch[i] as number, batch[i + 1] as EventKind, batch[i + 2] as number, batch[i + 3], batch[i + 4] as number, batch[i + 5] as number)
+    }
+    if (batch.more) setImmediate(this.#drain)
+  }
+
   #onEvent(slotId: number, kind: EventKind, status: number, payload: unknown, n1: number, n2: number): void {
     if (kind === EventKind.Accept && status === 0) {
       this.#active.add(slotId)
@@ -202,7 +221,11 @@ export class FcgiSocket extends EventEmitter {
       this.#handle = undefined
       // Let the completions already queued (pending accepts answered
       // `false`) reach their promises before the native side goes away.
+      this.#draining = handle
       setImmediate(() => {
+        // Everything still queued (accepts answered "closed") is delivered.
+        while (native.drain(handle, 0).more) this.#drain()
+        this.#draining = undefined
         native.serverDestroy(handle)
         this.#pinned.clear()
         const waiters = this.#closeWaiters.splice(0)
