@@ -149,6 +149,15 @@ void Server::ReleaseSlot(Slot* s) {
 
 void Server::Accept(Slot* s) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (s->active || s->waiting) {
+    // The JS layer finishes a request before accepting the next one.
+    auto* c = new Completion();
+    c->slot_id = s->id;
+    c->kind = EventKind::kAccept;
+    c->status = EBUSY;
+    Post(c);
+    return;
+  }
   if (closed_) {
     auto* c = new Completion();
     c->slot_id = s->id;
@@ -306,13 +315,7 @@ void Server::PollerMain() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return;
-      for (auto& kv : conns_) {
-        if (kv.second->state == Conn::State::kDraining) {
-          timeout = 100;
-          break;
-        }
-      }
-      if (emfile) timeout = 100;
+      if (draining_ > 0 || emfile) timeout = 100;
       if (watching_) timeout = kStarvedMs;
     }
     int n = epoll_wait(epoll_fd_, events, 128, timeout);
@@ -332,13 +335,15 @@ void Server::PollerMain() {
       }
     }
     // Close drained connections whose linger time is over.
-    int64_t now = NowMs();
-    std::vector<Conn*> expired;
-    for (auto& kv : conns_) {
-      if (kv.second->state == Conn::State::kDraining && kv.second->deadline_ms <= now)
-        expired.push_back(kv.second);
+    if (draining_ > 0) {
+      int64_t now = NowMs();
+      std::vector<Conn*> expired;
+      for (auto& kv : conns_) {
+        if (kv.second->state == Conn::State::kDraining && kv.second->deadline_ms <= now)
+          expired.push_back(kv.second);
+      }
+      for (Conn* c : expired) CloseConn(c, false);
     }
-    for (Conn* c : expired) CloseConn(c, false);
     // Listen again once under the connection cap (or after EMFILE).
     emfile = false;
     if (!closed_ && listen_fd_ >= 0 && !listen_armed_ &&
@@ -486,6 +491,7 @@ void Server::HandleConnEvent(Conn* conn, uint32_t ev) {
 void Server::CloseConn(Conn* conn, bool graceful) {
   if (graceful && conn->fd >= 0 && shutdown(conn->fd, SHUT_WR) == 0) {
     conn->state = Conn::State::kDraining;
+    draining_++;
     conn->slot = nullptr;
     conn->deadline_ms = NowMs() + options_.linger_ms;
     epoll_event ev{};
@@ -502,6 +508,7 @@ void Server::CloseConn(Conn* conn, bool graceful) {
   if (conn->state == Conn::State::kReady) {
     ready_.erase(std::remove(ready_.begin(), ready_.end(), conn), ready_.end());
   }
+  if (conn->state == Conn::State::kDraining) draining_--;
   conns_.erase(conn->id);
   delete conn;
 }
@@ -677,6 +684,11 @@ void Server::RunAccept(Slot* s) {
     stats_.requests++;
     if (!stopping_) Arm(conn, EPOLLRDHUP | EPOLLONESHOT);
     Post(c);
+    if (!s->js_alive) {
+      // Nobody will answer it: end the request at once.
+      s->finishing = true;
+      Enqueue(s, Op{OpKind::kFinish});
+    }
     return;
   }
   // The peer closed or sent garbage: libfcgi has closed the descriptor.

@@ -198,6 +198,7 @@ class Server {
   bool stopping_ = false;
   bool closed_ = false;
   bool listen_armed_ = false;
+  int draining_ = 0;  // connections in State::kDraining
 
   uint32_t next_slot_id_ = 1;
   uint64_t next_conn_id_ = 16;  // ids below are reserved (listen, wake)

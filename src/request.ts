@@ -5,7 +5,7 @@ import { Readable, Writable } from 'node:stream'
 
 import { FastCGIError, statusError } from './errors.js'
 import { EventKind, native, type SlotHandle, STATUS_CLOSED } from './native.js'
-import { type FcgiSocket, inheritedSocket } from './socket.js'
+import { FcgiSocket, inheritedSocket } from './socket.js'
 
 export type Role = 'RESPONDER' | 'AUTHORIZER' | 'FILTER'
 const ROLES: Record<number, Role> = { 1: 'RESPONDER', 2: 'AUTHORIZER', 3: 'FILTER' }
@@ -110,6 +110,11 @@ export class Request extends EventEmitter {
   /** `socket` defaults to the listen socket a web server passed as fd 0. */
   constructor(socket?: FcgiSocket) {
     super()
+    if (socket !== undefined && !(socket instanceof FcgiSocket)) {
+      const err = new TypeError('socket must be an FcgiSocket made by initSocket()') as TypeError & { code: string }
+      err.code = 'ERR_INVALID_ARG_TYPE'
+      throw err
+    }
     this.socket = socket ?? inheritedSocket()
   }
 
@@ -300,10 +305,12 @@ export class Request extends EventEmitter {
       case EventKind.Accept: {
         this.#end()
         const resolve = this.#acceptWaiter
+        const reject = this.#acceptReject
         this.#acceptWaiter = this.#acceptReject = undefined
         if (status !== 0) {
           this.#state = 'idle'
-          resolve?.(false)
+          if (status === STATUS_CLOSED) resolve?.(false)
+          else reject?.(statusError(status, 'accept'))
           return
         }
         this.#startRequest(payload as string, n1, n2)
@@ -344,7 +351,6 @@ export class Request extends EventEmitter {
         return
       }
     }
-    void STATUS_CLOSED
   }
 
   #startRequest(params: string, role: number, info: number): void {

@@ -32,3 +32,28 @@ describe('smoke', () => {
     sock = undefined
   })
 })
+
+describe('arguments', () => {
+  it('new Request() with something that is not an FcgiSocket is a TypeError with a code', () => {
+    expect(() => new Request({} as unknown as FcgiSocket)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }))
+  })
+
+  it('setExitStatus() takes 32-bit integers only', async () => {
+    const path = tmpSocketPath('args')
+    sock = initSocket(path)
+    const req = new Request(sock)
+    expect(() => req.setExitStatus(1.5)).toThrow(RangeError)
+    expect(() => req.setExitStatus(2 ** 40)).toThrow(RangeError)
+  })
+
+  it('a second accept() while one is pending is an error with a code', async () => {
+    const path = tmpSocketPath('args2')
+    sock = initSocket(path)
+    const req = new Request(sock)
+    const first = req.accept()
+    await expect(req.accept()).rejects.toMatchObject({ code: 'ERR_FASTCGI_ACCEPT_PENDING' })
+    await sock.close()
+    expect(await first).toBe(false)
+    sock = undefined
+  })
+})
