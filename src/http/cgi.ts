@@ -1,0 +1,111 @@
+// CGI <-> HTTP conversions: pure functions, unit-tested without the addon.
+//
+// Request: a FastCGI web server sends the HTTP request as CGI variables
+// (RFC 3875): REQUEST_METHOD, REQUEST_URI or SCRIPT_NAME + PATH_INFO +
+// QUERY_STRING, HTTP_* for the headers, CONTENT_TYPE and CONTENT_LENGTH.
+// Response: the application answers with a CGI head: header lines, an
+// optional `Status: 404 Not Found` line instead of an HTTP status line, then
+// a blank line and the body.
+
+export interface CgiRequestInfo {
+  method: string
+  url: string
+  httpVersion: string
+  httpVersionMajor: number
+  httpVersionMinor: number
+  /** Lower-cased names, as node:http's `req.headers`. */
+  headers: Record<string, string>
+  /** Name, value, name, value... with names as a browser would spell them. */
+  rawHeaders: string[]
+  remoteAddress: string | undefined
+  remotePort: number | undefined
+  localAddress: string | undefined
+  localPort: number | undefined
+  /** HTTPS=on: the web server received the request over TLS. */
+  encrypted: boolean
+}
+
+/** HTTP_ACCEPT_LANGUAGE -> Accept-Language */
+function headerName(cgiName: string): string {
+  return cgiName
+    .toLowerCase()
+    .split('_')
+    .map((w) => (w === '' ? w : w[0]!.toUpperCase() + w.slice(1)))
+    .join('-')
+}
+
+function port(value: string | undefined): number | undefined {
+  if (value === undefined || !/^\d+$/.test(value)) return undefined
+  const n = Number(value)
+  return n <= 65535 ? n : undefined
+}
+
+/** The request's URL path and query, as node:http's `req.url`. */
+export function requestUrl(env: Readonly<Record<string, string>>): string {
+  const uri = env.REQUEST_URI
+  if (uri !== undefined && uri !== '') return uri
+  const path = (env.SCRIPT_NAME ?? '') + (env.PATH_INFO ?? '')
+  const query = env.QUERY_STRING
+  return (path === '' ? '/' : path) + (query ? `?${query}` : '')
+}
+
+/** CGI variables -> what node:http's IncomingMessage carries. */
+export function cgiToRequestInfo(env: Readonly<Record<string, string>>): CgiRequestInfo {
+  const headers: Record<string, string> = {}
+  const rawHeaders: string[] = []
+  const add = (raw: string, value: string) => {
+    rawHeaders.push(raw, value)
+    headers[raw.toLowerCase()] = value
+  }
+  if (env.CONTENT_TYPE !== undefined && env.CONTENT_TYPE !== '') add('Content-Type', env.CONTENT_TYPE)
+  if (env.CONTENT_LENGTH !== undefined && env.CONTENT_LENGTH !== '') add('Content-Length', env.CONTENT_LENGTH)
+  for (const key of Object.keys(env)) {
+    if (!key.startsWith('HTTP_') || key.length === 5) continue
+    // A web server never sends these as HTTP_ (they are CONTENT_*); a client
+    // that did would smuggle a second value.
+    if (key === 'HTTP_CONTENT_LENGTH' || key === 'HTTP_CONTENT_TYPE') continue
+    add(headerName(key.slice(5)), env[key]!)
+  }
+  const protocol = /^HTTP\/(\d+)\.(\d+)$/i.exec(env.SERVER_PROTOCOL ?? '')
+  const major = protocol ? Number(protocol[1]) : 1
+  const minor = protocol ? Number(protocol[2]) : 1
+  const https = (env.HTTPS ?? '').toLowerCase()
+  return {
+    method: (env.REQUEST_METHOD ?? 'GET').toUpperCase(),
+    url: requestUrl(env),
+    httpVersion: `${major}.${minor}`,
+    httpVersionMajor: major,
+    httpVersionMinor: minor,
+    headers,
+    rawHeaders,
+    remoteAddress: env.REMOTE_ADDR || undefined,
+    remotePort: port(env.REMOTE_PORT),
+    localAddress: env.SERVER_ADDR || undefined,
+    localPort: port(env.SERVER_PORT),
+    encrypted: https === 'on' || https === '1',
+  }
+}
+
+// Hop-by-hop headers (RFC 9110 7.6.1) belong to node:http's own connection
+// to the client, which does not exist here: the web server owns that one.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-connection', 'upgrade'])
+
+/**
+ * The head node:http's ServerResponse writes ("HTTP/1.1 404 Not Found\r\n"
+ * + header lines + "\r\n") -> a CGI head ("Status: 404 Not Found\r\n" + the
+ * same header lines but the hop-by-hop ones + "\r\n").
+ */
+export function httpHeadToCgi(head: string): string {
+  const lines = head.split('\r\n')
+  const status = /^HTTP\/\d\.\d (\d{3})(?: (.*))?$/.exec(lines[0] ?? '')
+  if (!status) throw new Error(`not an HTTP response head: ${JSON.stringify(head.slice(0, 40))}`)
+  const out = [`Status: ${status[1]}${status[2] ? ` ${status[2]}` : ''}`]
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!
+    if (line === '') continue
+    const colon = line.indexOf(':')
+    if (colon > 0 && HOP_BY_HOP.has(line.slice(0, colon).trim().toLowerCase())) continue
+    out.push(line)
+  }
+  return `${out.join('\r\n')}\r\n\r\n`
+}

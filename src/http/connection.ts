@@ -1,0 +1,186 @@
+// The one place that touches node:http internals (see test/http/internals.test.ts).
+//
+// node:http's IncomingMessage and ServerResponse are used as they are, so
+// that every framework sees the real classes (Express even replaces their
+// prototypes with its own, which chain to node's). What they normally get
+// from a TCP connection comes here from a FastCGI request:
+//   - `FcgiConnection` stands in for the socket: ServerResponse writes its
+//     HTTP/1.1 head and body into it; the head becomes a CGI head and
+//     everything goes to FCGI_STDOUT. It carries remoteAddress & co.
+//   - the request body is pushed into the IncomingMessage from FCGI_STDIN.
+import http from 'node:http'
+import { Duplex } from 'node:stream'
+
+import { FastCGIError } from '../errors.js'
+import type { Request as FcgiRequest } from '../request.js'
+import { type CgiRequestInfo, httpHeadToCgi } from './cgi.js'
+
+type Callback = (err?: Error | null) => void
+
+/** The socket of one FastCGI request, as node:http's messages see it. */
+export class FcgiConnection extends Duplex {
+  readonly remoteAddress: string | undefined
+  readonly remotePort: number | undefined
+  readonly remoteFamily: string | undefined
+  readonly localAddress: string | undefined
+  readonly localPort: number | undefined
+  /** True when the web server got the request over TLS (HTTPS=on), as tls.TLSSocket. */
+  readonly encrypted: boolean | undefined
+  /** The FastCGI request underneath. */
+  readonly fcgi: FcgiRequest
+  #headDone = false
+  #headBuffer = ''
+  #timer: NodeJS.Timeout | undefined
+
+  constructor(fcgi: FcgiRequest, info: CgiRequestInfo) {
+    super({ allowHalfOpen: true, decodeStrings: true, highWaterMark: 64 * 1024 })
+    this.fcgi = fcgi
+    this.remoteAddress = info.remoteAddress
+    this.remotePort = info.remotePort
+    this.remoteFamily = info.remoteAddress === undefined ? undefined : info.remoteAddress.includes(':') ? 'IPv6' : 'IPv4'
+    this.localAddress = info.localAddress
+    this.localPort = info.localPort
+    if (info.encrypted) this.encrypted = true
+  }
+
+  override _read(): void {
+    // The request body reaches the IncomingMessage directly (see attachBody).
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: Callback): void {
+    this.#send(chunk, cb)
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: Callback): void {
+    this.#send(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), cb)
+  }
+
+  #send(chunk: Buffer, cb: Callback): void {
+    if (!this.#headDone) {
+      // ServerResponse writes its complete head first (alone, or in front of
+      // the first body chunk of a string write).
+      this.#headBuffer += chunk.toString('latin1')
+      const end = this.#headBuffer.indexOf('\r\n\r\n')
+      if (end < 0) {
+        cb()
+        return
+      }
+      this.#headDone = true
+      const head = httpHeadToCgi(this.#headBuffer.slice(0, end + 4))
+      const rest = this.#headBuffer.slice(end + 4)
+      this.#headBuffer = ''
+      chunk = rest === '' ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), Buffer.from(rest, 'latin1')])
+    }
+    const stdout = this.fcgi.stdout
+    // Acknowledge at once while FCGI_STDOUT has room, so that a response
+    // ended right after its last write leaves with FCGI_END_REQUEST in one
+    // write; otherwise wait for the native write (backpressure).
+    if (stdout.write(chunk)) process.nextTick(cb)
+    else stdout.once('drain', () => cb())
+  }
+
+  override _final(cb: Callback): void {
+    this.fcgi.finish().then(() => cb(), cb)
+  }
+
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    if (this.#timer) clearTimeout(this.#timer)
+    // Frees the FastCGI slot; writes after an abort fail quietly there.
+    this.fcgi.finish().then(() => cb(this.listenerCount('error') > 0 ? err : null), () => cb(null))
+  }
+
+  // ---- what net.Socket offers and frameworks call
+
+  setTimeout(ms: number, callback?: () => void): this {
+    if (this.#timer) clearTimeout(this.#timer)
+    this.#timer = undefined
+    if (callback) this.once('timeout', callback)
+    if (ms > 0) {
+      this.#timer = setTimeout(() => this.emit('timeout'), ms)
+      this.#timer.unref()
+    }
+    return this
+  }
+
+  setNoDelay(): this {
+    return this
+  }
+
+  setKeepAlive(): this {
+    return this
+  }
+
+  ref(): this {
+    return this
+  }
+
+  unref(): this {
+    return this
+  }
+
+  address(): { address: string; port: number; family: string } | Record<string, never> {
+    if (this.localAddress === undefined) return {}
+    return { address: this.localAddress, port: this.localPort ?? 0, family: this.localAddress.includes(':') ? 'IPv6' : 'IPv4' }
+  }
+
+  destroySoon(): void {
+    this.end()
+  }
+}
+
+/** An IncomingMessage for a FastCGI request, its body fed from FCGI_STDIN. */
+export function createIncomingMessage(conn: FcgiConnection, info: CgiRequestInfo, env: Record<string, string>): http.IncomingMessage & { env: Record<string, string>; role: string } {
+  const req = new http.IncomingMessage(conn as unknown as import('node:net').Socket) as http.IncomingMessage & { env: Record<string, string>; role: string }
+  req.method = info.method
+  req.url = info.url
+  req.httpVersion = info.httpVersion
+  req.httpVersionMajor = info.httpVersionMajor
+  req.httpVersionMinor = info.httpVersionMinor
+  req.headers = info.headers
+  req.rawHeaders = info.rawHeaders
+  req.env = env
+  req.role = conn.fcgi.role
+  attachBody(req, conn.fcgi)
+  return req
+}
+
+function attachBody(req: http.IncomingMessage, fcgi: FcgiRequest): void {
+  const stdin = fcgi.stdin
+  let flowing = false
+  // Own properties: they survive a framework replacing the prototype.
+  const state = req as unknown as { _read: (n: number) => void; _consuming: boolean }
+  state._read = () => {
+    state._consuming = true  // node:http's flag: the app reads the body
+    if (!flowing) {
+      flowing = true
+      stdin.on('data', (chunk: Buffer) => {
+        if (!req.push(chunk)) stdin.pause()
+      })
+      stdin.once('end', () => {
+        req.complete = true
+        req.push(null)
+      })
+      stdin.once('error', (err: Error) => req.destroy(err))
+    } else {
+      stdin.resume()
+    }
+  }
+}
+
+/** A ServerResponse writing CGI to FCGI_STDOUT through `conn`. */
+export function createServerResponse(req: http.IncomingMessage, conn: FcgiConnection): http.ServerResponse {
+  const res = new http.ServerResponse(req)
+  // No chunked framing and no keep-alive: the web server owns the client
+  // connection and frames the body itself.
+  ;(res as unknown as { useChunkedEncodingByDefault: boolean }).useChunkedEncodingByDefault = false
+  res.shouldKeepAlive = false
+  res.assignSocket(conn as unknown as import('node:net').Socket)
+  conn.on('drain', () => {
+    if (!res.writableFinished) res.emit('drain')
+  })
+  return res
+}
+
+export function abortedError(): FastCGIError {
+  return new FastCGIError('ERR_FASTCGI_REQUEST_ABORTED', 'the web server aborted the request')
+}

@@ -1,0 +1,285 @@
+// createServer(): node:http's Server, served over FastCGI.
+import { EventEmitter } from 'node:events'
+import type http from 'node:http'
+
+import type { ListenAddress } from '../address.js'
+import { Request as FcgiRequest } from '../request.js'
+import { type FcgiSocket, FCGI_LISTENSOCK_FILENO, initSocket, type SocketAddress, type SocketOptions } from '../socket.js'
+import { cgiToRequestInfo } from './cgi.js'
+import { abortedError, createIncomingMessage, createServerResponse, FcgiConnection } from './connection.js'
+
+/** node:http's IncomingMessage, plus the FastCGI params and role. */
+export type IncomingMessage = http.IncomingMessage & {
+  /** All FastCGI params (the CGI environment) of the request. */
+  env: Record<string, string>
+  role: 'RESPONDER' | 'AUTHORIZER' | 'FILTER'
+}
+export type ServerResponse = http.ServerResponse & { req: IncomingMessage }
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => unknown
+
+export interface ServerOptions extends Omit<SocketOptions, 'maxConns'> {
+  /** Requests served in parallel (default 256). */
+  maxConns?: number
+  /** Connections held open at most, idle ones included (default max(1024, maxConns)). */
+  maxConnections?: number
+  /**
+   * Milliseconds a request may take from its arrival to the end of its
+   * response; then it is answered 408 (if nothing was sent yet) and ended.
+   * 0 disables it. Default 300000, as node:http's requestTimeout.
+   */
+  requestTimeout?: number
+}
+
+export interface ListenOptions {
+  port?: number
+  host?: string
+  path?: string
+  /** Unix socket permissions (0o660 or "660"). */
+  mode?: number | string
+  fd?: number
+  backlog?: number
+}
+
+function toAddress(arg: unknown, host?: unknown): ListenAddress | undefined {
+  if (arg === undefined || arg === null) return undefined
+  if (typeof arg === 'number') return typeof host === 'string' ? { port: arg, host } : arg
+  if (typeof arg === 'string') return /^\d+$/.test(arg) && typeof host === 'string' ? { port: Number(arg), host } : arg
+  if (typeof arg === 'object') {
+    const o = arg as ListenOptions
+    if (o.fd !== undefined) return { fd: o.fd }
+    if (o.path !== undefined) return { path: o.path, mode: typeof o.mode === 'string' ? parseInt(o.mode, 8) : o.mode }
+    if (o.port !== undefined) return { port: Number(o.port), host: o.host }
+    return undefined
+  }
+  const err = new TypeError(`listen() takes a port, a path or an options object, got ${typeof arg}`) as TypeError & { code: string }
+  err.code = 'ERR_INVALID_ARG_TYPE'
+  throw err
+}
+
+/**
+ * A FastCGI server shaped like node:http's `Server`: `listen()`, `close()`,
+ * `address()`, `ref()`, `unref()`, `listening`; events `'request'`,
+ * `'listening'`, `'close'`, `'error'`.
+ */
+export class Server extends EventEmitter {
+  readonly #options: ServerOptions
+  #socket: FcgiSocket | undefined
+  #loops: Array<Promise<void>> = []
+  #unref = false
+  /** Milliseconds after which an unfinished response is ended (see ServerOptions). */
+  requestTimeout: number
+  /** Like node:http: inactivity timeout set on each request's socket (0: none). */
+  timeout = 0
+
+  constructor(options: ServerOptions = {}, listener?: RequestListener) {
+    super()
+    this.#options = options
+    this.requestTimeout = options.requestTimeout ?? 300_000
+    if (listener) this.on('request', listener)
+  }
+
+  /** The FastCGI socket once listening. */
+  get fcgiSocket(): FcgiSocket | undefined {
+    return this.#socket
+  }
+
+  get listening(): boolean {
+    return this.#socket !== undefined && !this.#socket.closed
+  }
+
+  /**
+   * `listen(port[, host][, backlog][, cb])`, `listen(path[, cb])`,
+   * `listen({ port, host, path, mode, fd, backlog }[, cb])`, or `listen([cb])`:
+   * the listening socket a web server (or spawn-fcgi) passed as fd 0.
+   */
+  listen(...args: unknown[]): this {
+    const cb = typeof args.at(-1) === 'function' ? (args.pop() as () => void) : undefined
+    if (cb) this.once('listening', cb)
+    const [first, second, third] = args
+    let backlog: number | undefined
+    let host: string | undefined
+    if (typeof second === 'string') host = second
+    if (typeof second === 'number') backlog = second
+    if (typeof third === 'number') backlog = third
+    if (first && typeof first === 'object' && (first as ListenOptions).backlog !== undefined) backlog = (first as ListenOptions).backlog
+    try {
+      if (this.listening) {
+        const err = new Error('Listen method has been called more than once without closing.') as Error & { code: string }
+        err.code = 'ERR_SERVER_ALREADY_LISTEN'
+        throw err
+      }
+      const address = toAddress(first, host) ?? { fd: FCGI_LISTENSOCK_FILENO }
+      const parallel = this.#options.maxConns ?? 256
+      const socket = initSocket(address, {
+        ...this.#options,
+        backlog: backlog ?? this.#options.backlog,
+        maxConns: this.#options.maxConnections ?? Math.max(1024, parallel),
+        maxReqs: this.#options.maxReqs ?? parallel,
+      })
+      this.#socket = socket
+      if (this.#unref) socket.unref()
+      this.#loops = Array.from({ length: parallel }, () => this.#serve(socket))
+      process.nextTick(() => this.emit('listening'))
+    } catch (err) {
+      process.nextTick(() => this.emit('error', err))
+    }
+    return this
+  }
+
+  address(): SocketAddress | string | null {
+    const a = this.#socket?.address() ?? null
+    if (a && a.family === 'unix') return a.address
+    return a
+  }
+
+  /** Stops accepting; requests in flight finish; then 'close'. */
+  close(cb?: (err?: Error) => void): this {
+    const socket = this.#socket
+    if (!socket || socket.closed) {
+      if (cb) {
+        const err = new Error('Server is not running.') as Error & { code: string }
+        err.code = 'ERR_SERVER_NOT_RUNNING'
+        process.nextTick(cb, err)
+      }
+      return this
+    }
+    if (cb) this.once('close', () => cb())
+    void socket.close().then(() => Promise.all(this.#loops)).then(() => this.emit('close'))
+    return this
+  }
+
+  /** Like node:http: the server keeps the process alive while listening (default). */
+  ref(): this {
+    this.#unref = false
+    this.#socket?.ref()
+    return this
+  }
+
+  unref(): this {
+    this.#unref = true
+    this.#socket?.unref()
+    return this
+  }
+
+  setTimeout(ms: number, cb?: () => void): this {
+    this.timeout = ms
+    if (cb) this.on('timeout', cb)
+    return this
+  }
+
+  // One accept loop per parallel request, as libfcgi's threaded example.
+  async #serve(socket: FcgiSocket): Promise<void> {
+    const fcgi = new FcgiRequest(socket)
+    while (await fcgi.accept()) {
+      try {
+        await this.#handle(fcgi)
+      } catch (err) {
+        this.#report(err as Error)
+      }
+    }
+  }
+
+  #handle(fcgi: FcgiRequest): Promise<void> {
+    const env = fcgi.env
+    const info = cgiToRequestInfo(env)
+    const conn = new FcgiConnection(fcgi, info)
+    const req = createIncomingMessage(conn, info, env) as IncomingMessage
+    const res = createServerResponse(req, conn) as ServerResponse
+    const done = new Promise<void>((resolve) => conn.once('close', resolve))
+
+    res.once('finish', () => conn.end())
+    conn.once('finish', () => conn.destroy())
+    fcgi.once('aborted', () => {
+      // As node:http when the client goes away: 'aborted'/'close' on req,
+      // 'close' on res; whatever is written after that is dropped.
+      if (!req.destroyed) req.destroy(abortedError())
+      conn.destroy()
+    })
+    if (this.timeout > 0) {
+      conn.setTimeout(this.timeout, () => {
+        const handled = res.emit('timeout', conn) || req.emit('timeout', conn) || this.emit('timeout', conn)
+        if (!handled) conn.destroy()
+      })
+    }
+    let timer: NodeJS.Timeout | undefined
+    if (this.requestTimeout > 0) {
+      timer = setTimeout(() => this.#timedOut(req, res, conn), this.requestTimeout)
+      timer.unref()
+    }
+    conn.once('close', () => {
+      if (timer) clearTimeout(timer)
+      if (!req.readableEnded && !req.destroyed) req.destroy()
+    })
+
+    const listeners = this.listeners('request') as RequestListener[]
+    if (listeners.length === 0) {
+      res.statusCode = 404
+      res.end()
+    }
+    for (const listener of listeners) {
+      try {
+        const result = listener.call(this, req, res)
+        if (result && typeof (result as Promise<unknown>).then === 'function') {
+          ;(result as Promise<unknown>).then(undefined, (err: unknown) => this.#listenerFailed(err as Error, req, res))
+        }
+      } catch (err) {
+        this.#listenerFailed(err as Error, req, res)
+      }
+    }
+    return done
+  }
+
+  /** A listener that throws (or whose promise rejects): 500 if nothing was sent, and a report. */
+  #listenerFailed(err: Error, req: IncomingMessage, res: ServerResponse): void {
+    this.#report(err, req, res)
+    if (!res.headersSent && !res.writableEnded) {
+      res.statusCode = 500
+      res.setHeader('Content-Type', 'text/plain; charset=utf-8')
+      res.end('Internal Server Error\n')
+    } else if (!res.writableEnded) {
+      res.destroy(err)
+    }
+  }
+
+  #timedOut(req: IncomingMessage, res: ServerResponse, conn: FcgiConnection): void {
+    if (res.writableEnded) return
+    if (!res.headersSent) {
+      res.statusCode = 408
+      res.setHeader('Connection', 'close')
+      res.end()
+    } else {
+      conn.destroy()
+    }
+    if (!req.destroyed) req.destroy()
+  }
+
+  /** 'error' is for the listening socket (as node:http); listener failures go to 'requestError', else stderr. */
+  #report(err: Error, req?: IncomingMessage, res?: ServerResponse): void {
+    if (this.listenerCount('requestError') > 0) this.emit('requestError', err, req, res)
+    else console.error('libfcgi: request listener failed:', err)
+  }
+}
+
+/**
+ * node:http's `createServer([options], listener)`, served over FastCGI:
+ *
+ * ```ts
+ * createServer(app).listen('/run/app.sock')   // or 9000, or nothing: fd 0
+ * ```
+ *
+ * A listener that throws or returns a rejected promise gets a 500 for that
+ * request (when nothing was sent yet) and the error goes to the server's
+ * `'requestError'` event (or stderr when nobody listens).
+ */
+export function createServer(listener?: RequestListener): Server
+export function createServer(options: ServerOptions, listener?: RequestListener): Server
+export function createServer(a?: ServerOptions | RequestListener, b?: RequestListener): Server {
+  const options = typeof a === 'function' || a === undefined ? {} : a
+  const listener = typeof a === 'function' ? a : b
+  if (listener !== undefined && typeof listener !== 'function') {
+    const err = new TypeError('the request listener must be a function') as TypeError & { code: string }
+    err.code = 'ERR_INVALID_ARG_TYPE'
+    throw err
+  }
+  return new Server(options, listener)
+}
