@@ -87,6 +87,7 @@ export class Request extends EventEmitter {
   // Made on first use: a hello-world handler never pays for what it ignores.
   #params = ''
   #env: Record<string, string> | undefined
+  #pairs: Array<[string, string]> | undefined
   #stdin: InputStream | undefined
   #data: InputStream | undefined
   #stdout: OutputStream | undefined
@@ -98,7 +99,7 @@ export class Request extends EventEmitter {
   #acceptWaiter: ((ok: boolean) => void) | undefined
   #acceptReject: ((err: Error) => void) | undefined
   #readTarget: InputStream | undefined
-  // Writes wait here until the end of the current tick, so that a response
+  // Writes wait here until the check phase of this loop turn, so that a response
   // written and finished in one go leaves in a single native operation.
   #outQueue: Array<{ stream: 1 | 2; chunk: Buffer; cb: Callback }> = []
   #flushScheduled = false
@@ -118,20 +119,38 @@ export class Request extends EventEmitter {
     this.socket = socket ?? inheritedSocket()
   }
 
-  /** FCGI_PARAMS of the current request (the CGI environment), as a plain object. */
+  /**
+   * FCGI_PARAMS of the current request (the CGI environment), as a plain
+   * object. A name sent more than once (nginx 1.22 sends a repeated HTTP
+   * header so) keeps its first value, but for HTTP_* variables, whose values
+   * are joined as node:http joins repeated headers (", ", "; " for cookies).
+   */
   get env(): Record<string, string> {
     if (this.#env === undefined) {
       const env: Record<string, string> = {}
-      if (this.#params !== '') {
-        for (const kv of this.#params.split('\0')) {
-          const eq = kv.indexOf('=')
-          if (eq < 0) env[kv] = ''
-          else env[kv.slice(0, eq)] = kv.slice(eq + 1)
-        }
+      for (const [name, value] of this.paramPairs()) {
+        const seen = env[name]
+        if (seen === undefined) env[name] = value
+        else if (name.startsWith('HTTP_')) env[name] = `${seen}${name === 'HTTP_COOKIE' ? '; ' : ', '}${value}`
       }
       this.#env = env
     }
     return this.#env
+  }
+
+  /** FCGI_PARAMS of the current request as sent: [name, value] pairs in order, repeats included. */
+  paramPairs(): Array<[string, string]> {
+    if (this.#pairs === undefined) {
+      const pairs: Array<[string, string]> = []
+      if (this.#params !== '') {
+        for (const kv of this.#params.split('\0')) {
+          const eq = kv.indexOf('=')
+          pairs.push(eq < 0 ? [kv, ''] : [kv.slice(0, eq), kv.slice(eq + 1)])
+        }
+      }
+      this.#pairs = pairs
+    }
+    return this.#pairs
   }
 
   /** FCGI_STDIN of the current request. */
@@ -278,12 +297,17 @@ export class Request extends EventEmitter {
     }
     this.#outQueue.push({ stream, chunk: Array.isArray(chunk) ? Buffer.concat(chunk) : chunk, cb })
     if (!this.#flushScheduled) {
+      // setImmediate, not nextTick: the promise and stream callbacks that
+      // end a response (ServerResponse 'finish' -> finish()) all run first,
+      // so a response's last write leaves together with FCGI_END_REQUEST.
       this.#flushScheduled = true
-      process.nextTick(() => {
-        this.#flushScheduled = false
-        this.#flushOut()
-      })
+      setImmediate(this.#flushSoon)
     }
+  }
+
+  #flushSoon = (): void => {
+    this.#flushScheduled = false
+    this.#flushOut()
   }
 
   /** Hands the queued writes to the native strand, one op per run of one stream. */
@@ -356,6 +380,7 @@ export class Request extends EventEmitter {
   #startRequest(params: string, role: number, info: number): void {
     this.#params = params
     this.#env = undefined
+    this.#pairs = undefined
     this.role = ROLES[role] ?? 'RESPONDER'
     this.requestId = info & 0xffff
     this.keepConnection = info >= 65536

@@ -49,22 +49,38 @@ export function requestUrl(env: Readonly<Record<string, string>>): string {
   return (path === '' ? '/' : path) + (query ? `?${query}` : '')
 }
 
-/** CGI variables -> what node:http's IncomingMessage carries. */
-export function cgiToRequestInfo(env: Readonly<Record<string, string>>): CgiRequestInfo {
+// Repeated request headers, as node:http's IncomingMessage joins them: these
+// keep their first value, cookies join with "; ", the others with ", ".
+const FIRST_WINS = new Set([
+  'content-type', 'content-length', 'user-agent', 'referer', 'host', 'authorization', 'proxy-authorization',
+  'if-modified-since', 'if-unmodified-since', 'from', 'location', 'max-forwards', 'retry-after', 'etag',
+  'last-modified', 'server', 'age', 'expires',
+])
+
+/**
+ * CGI variables -> what node:http's IncomingMessage carries. `pairs` are the
+ * params as sent (repeats included: nginx 1.22 sends a repeated header as
+ * repeated HTTP_* params); without them, `env`'s entries are used.
+ */
+export function cgiToRequestInfo(env: Readonly<Record<string, string>>, pairs?: ReadonlyArray<readonly [string, string]>): CgiRequestInfo {
   const headers: Record<string, string> = {}
   const rawHeaders: string[] = []
   const add = (raw: string, value: string) => {
     rawHeaders.push(raw, value)
-    headers[raw.toLowerCase()] = value
+    const name = raw.toLowerCase()
+    const seen = headers[name]
+    if (seen === undefined) headers[name] = value
+    else if (name === 'cookie') headers[name] = `${seen}; ${value}`
+    else if (!FIRST_WINS.has(name)) headers[name] = `${seen}, ${value}`
   }
   if (env.CONTENT_TYPE !== undefined && env.CONTENT_TYPE !== '') add('Content-Type', env.CONTENT_TYPE)
   if (env.CONTENT_LENGTH !== undefined && env.CONTENT_LENGTH !== '') add('Content-Length', env.CONTENT_LENGTH)
-  for (const key of Object.keys(env)) {
+  for (const [key, value] of pairs ?? Object.entries(env)) {
     if (!key.startsWith('HTTP_') || key.length === 5) continue
     // A web server never sends these as HTTP_ (they are CONTENT_*); a client
     // that did would smuggle a second value.
     if (key === 'HTTP_CONTENT_LENGTH' || key === 'HTTP_CONTENT_TYPE') continue
-    add(headerName(key.slice(5)), env[key]!)
+    add(headerName(key.slice(5)), value)
   }
   const protocol = /^HTTP\/(\d+)\.(\d+)$/i.exec(env.SERVER_PROTOCOL ?? '')
   const major = protocol ? Number(protocol[1]) : 1

@@ -170,9 +170,12 @@ function attachBody(req: http.IncomingMessage, fcgi: FcgiRequest): void {
 /** A ServerResponse writing CGI to FCGI_STDOUT through `conn`. */
 export function createServerResponse(req: http.IncomingMessage, conn: FcgiConnection): http.ServerResponse {
   const res = new http.ServerResponse(req)
-  // No chunked framing and no keep-alive: the web server owns the client
-  // connection and frames the body itself.
-  ;(res as unknown as { useChunkedEncodingByDefault: boolean }).useChunkedEncodingByDefault = false
+  // Never chunked framing (the web server frames the body for its client),
+  // but Content-Length computed by node:http itself where it knows the whole
+  // body (res.end(body)): _removedTE is what a user's
+  // res.removeHeader('Transfer-Encoding') sets. No keep-alive either: the web
+  // server owns the client connection.
+  ;(res as unknown as { _removedTE: boolean })._removedTE = true
   res.shouldKeepAlive = false
   res.assignSocket(conn as unknown as import('node:net').Socket)
   conn.on('drain', () => {

@@ -181,7 +181,7 @@ export class Server extends EventEmitter {
 
   #handle(fcgi: FcgiRequest): Promise<void> {
     const env = fcgi.env
-    const info = cgiToRequestInfo(env)
+    const info = cgiToRequestInfo(env, fcgi.paramPairs())
     const conn = new FcgiConnection(fcgi, info)
     const req = createIncomingMessage(conn, info, env) as IncomingMessage
     const res = createServerResponse(req, conn) as ServerResponse
@@ -189,12 +189,13 @@ export class Server extends EventEmitter {
 
     res.once('finish', () => conn.end())
     conn.once('finish', () => conn.destroy())
-    fcgi.once('aborted', () => {
+    const onAborted = () => {
       // As node:http when the client goes away: 'aborted'/'close' on req,
       // 'close' on res; whatever is written after that is dropped.
       if (!req.destroyed) req.destroy(abortedError())
       conn.destroy()
-    })
+    }
+    fcgi.once('aborted', onAborted)
     if (this.timeout > 0) {
       conn.setTimeout(this.timeout, () => {
         const handled = res.emit('timeout', conn) || req.emit('timeout', conn) || this.emit('timeout', conn)
@@ -207,6 +208,7 @@ export class Server extends EventEmitter {
       timer.unref()
     }
     conn.once('close', () => {
+      fcgi.off('aborted', onAborted)  // the Request object serves the next request
       if (timer) clearTimeout(timer)
       if (!req.readableEnded && !req.destroyed) req.destroy()
     })
