@@ -125,3 +125,57 @@ export function httpHeadToCgi(head: string): string {
   }
   return `${out.join('\r\n')}\r\n\r\n`
 }
+
+/**
+ * Removes HTTP/1.1 chunked framing, incrementally. node:http frames the body
+ * so when an app sets `Transfer-Encoding: chunked` itself; over CGI the web
+ * server frames the body for its client, so the framing must go. Trailers
+ * are dropped (CGI has none).
+ */
+export class ChunkedDecoder {
+  #state: 'size' | 'data' | 'data-end' | 'trailers' | 'done' = 'size'
+  #line = ''
+  #left = 0
+
+  get done(): boolean {
+    return this.#state === 'done'
+  }
+
+  /** Feeds framed bytes; returns the body bytes they carry. */
+  push(input: Buffer): Buffer[] {
+    const out: Buffer[] = []
+    let i = 0
+    while (i < input.length && this.#state !== 'done') {
+      if (this.#state === 'data') {
+        const n = Math.min(this.#left, input.length - i)
+        out.push(input.subarray(i, i + n))
+        i += n
+        this.#left -= n
+        if (this.#left === 0) this.#state = 'data-end'
+        continue
+      }
+      // size line, the CRLF after data, or trailer lines: read up to LF
+      const lf = input.indexOf(0x0a, i)
+      const end = lf < 0 ? input.length : lf + 1
+      this.#line += input.toString('latin1', i, end)
+      i = end
+      if (lf < 0) break
+      const line = this.#line.replace(/\r?\n$/, '')
+      this.#line = ''
+      if (this.#state === 'size') {
+        const size = parseInt(line.split(';')[0]!.trim(), 16)
+        if (!Number.isFinite(size) || size < 0) throw new Error(`bad chunk size line ${JSON.stringify(line)}`)
+        if (size === 0) this.#state = 'trailers'
+        else {
+          this.#left = size
+          this.#state = 'data'
+        }
+      } else if (this.#state === 'data-end') {
+        this.#state = 'size'
+      } else if (line === '') {
+        this.#state = 'done'
+      }
+    }
+    return out
+  }
+}

@@ -13,7 +13,7 @@ import { Duplex } from 'node:stream'
 
 import { FastCGIError } from '../errors.js'
 import type { Request as FcgiRequest } from '../request.js'
-import { type CgiRequestInfo, httpHeadToCgi } from './cgi.js'
+import { type CgiRequestInfo, ChunkedDecoder, httpHeadToCgi } from './cgi.js'
 
 type Callback = (err?: Error | null) => void
 
@@ -30,6 +30,7 @@ export class FcgiConnection extends Duplex {
   readonly fcgi: FcgiRequest
   #headDone = false
   #headBuffer = ''
+  #dechunk: ChunkedDecoder | undefined
   #timer: NodeJS.Timeout | undefined
 
   constructor(fcgi: FcgiRequest, info: CgiRequestInfo) {
@@ -58,18 +59,36 @@ export class FcgiConnection extends Duplex {
   #send(chunk: Buffer, cb: Callback): void {
     if (!this.#headDone) {
       // ServerResponse writes its complete head first (alone, or in front of
-      // the first body chunk of a string write).
+      // the first body chunk of a string write). Interim 1xx heads
+      // (writeContinue, writeEarlyHints) come before it: CGI has no way to
+      // send them (web servers drop them from upstreams too), so they are
+      // skipped.
       this.#headBuffer += chunk.toString('latin1')
-      const end = this.#headBuffer.indexOf('\r\n\r\n')
+      let end: number
+      for (;;) {
+        end = this.#headBuffer.indexOf('\r\n\r\n')
+        if (end < 0 || !/^HTTP\/\d\.\d 1\d\d/.test(this.#headBuffer)) break
+        this.#headBuffer = this.#headBuffer.slice(end + 4)
+      }
       if (end < 0) {
         cb()
         return
       }
       this.#headDone = true
       const head = httpHeadToCgi(this.#headBuffer.slice(0, end + 4))
-      const rest = this.#headBuffer.slice(end + 4)
+      let rest = Buffer.from(this.#headBuffer.slice(end + 4), 'latin1')
       this.#headBuffer = ''
-      chunk = rest === '' ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), Buffer.from(rest, 'latin1')])
+      // The app set Transfer-Encoding: chunked itself: node:http frames the
+      // body, the web server will frame it again for its client.
+      if ((this as { _httpMessage?: { chunkedEncoding?: boolean } })._httpMessage?.chunkedEncoding) this.#dechunk = new ChunkedDecoder()
+      if (this.#dechunk) rest = Buffer.concat(this.#dechunk.push(rest))
+      chunk = rest.length === 0 ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), rest])
+    } else if (this.#dechunk) {
+      chunk = Buffer.concat(this.#dechunk.push(chunk))
+      if (chunk.length === 0) {
+        cb()
+        return
+      }
     }
     const stdout = this.fcgi.stdout
     // Acknowledge at once while FCGI_STDOUT has room, so that a response
