@@ -11,7 +11,8 @@
 // nginx's log fails the run, and so does a run where wrk's figures show that
 // not every connection was being served.
 //
-// usage: node scripts/bench-core.mjs [--rounds 3] [--seconds 8] [--connections 32]
+// usage: node scripts/bench-core.mjs [--peers c,loop,http,node-http,node-fastcgi] [--rounds 3]
+//        [--seconds 8] [--connections 32] [--late-connections 256]
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
@@ -115,29 +116,69 @@ function runWrk(port, conns, seconds) {
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
 
+// The peers: each is a process serving Hello World, reached through nginx
+// either by fastcgi_pass (unix socket) or by proxy_pass (node:http, TCP).
+const PEERS = {
+  c: { name: 'C libfcgi, threaded (256 threads), system libfcgi', via: 'fastcgi' },
+  loop: { name: 'libfcgi for Node: accept loop (64 Requests)', via: 'fastcgi' },
+  http: { name: 'libfcgi for Node: createServer (node:http API)', via: 'fastcgi' },
+  'node-http': { name: "Node's http.createServer behind proxy_pass", via: 'proxy' },
+  // node-fastcgi 2.0.0 ignores FCGI_KEEP_CONN (it closes after each request),
+  // so nginx must not keep its connections.
+  'node-fastcgi': { name: 'node-fastcgi 2.0.0 (pure JS, fastcgi_keep_conn off)', via: 'fastcgi', noKeepConn: true },
+}
+const argPeers = (() => {
+  const i = args.indexOf('--peers')
+  return i >= 0 ? args[i + 1].split(',') : ['c', 'loop']
+})()
+
+async function startPeer(key, cBin) {
+  const sock = path.join(tmp, `${key}.sock`)
+  const port = PEERS[key].via === 'proxy' ? await freePort() : undefined
+  let child
+  if (key === 'c') {
+    child = spawn(cBin, [sock, '256'], { stdio: ['ignore', 'pipe', 'inherit'], detached: true })
+    children.push(child)
+    await waitFor(() => fs.existsSync(sock), 10000, 'the C app')
+    return { key, ...PEERS[key], child, sock, port }
+  }
+  const script = key === 'loop' ? 'bench/accept-loop-app.mjs' : 'bench/hello-apps.mjs'
+  const argv = key === 'loop' ? [sock, '64'] : [{ http: 'create-server', 'node-http': 'node-http', 'node-fastcgi': 'node-fastcgi' }[key], port ?? sock]
+  child = spawn(process.execPath, [path.join(root, script), ...argv], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true })
+  children.push(child)
+  let ready = false
+  const replies = []
+  child.on('message', (m) => { if (m === 'ready') ready = true; else replies.push(m) })
+  await waitFor(() => ready, 10000, `${key} to listen`)
+  const ask = async (m) => { replies.length = 0; child.send(m); await waitFor(() => replies.length > 0, 5000, `reply to ${m}`); return replies[0] }
+  return { key, ...PEERS[key], child, sock, port, ask }
+}
+
 async function main() {
+  for (const k of argPeers) if (!PEERS[k]) throw new Error(`unknown peer ${k} (known: ${Object.keys(PEERS).join(', ')})`)
   need('nginx', 'nginx-light')
   need('wrk', 'wrk')
   need('gcc', 'gcc')
-  needHeader('/usr/include/fcgiapp.h', 'libfcgi-dev')
+  if (argPeers.includes('c')) needHeader('/usr/include/fcgiapp.h', 'libfcgi-dev')
   if (!fs.existsSync(path.join(root, 'dist/index.js'))) throw new Error('dist/ is missing: run npx tsup (bash scripts/test.sh does)')
 
   const cBin = path.join(tmp, 'c-threaded-hello')
-  execFileSync('gcc', ['-O2', '-o', cBin, path.join(root, 'bench/c-threaded-hello.c'), '-lfcgi', '-lpthread'], { stdio: 'inherit' })
+  if (argPeers.includes('c')) execFileSync('gcc', ['-O2', '-o', cBin, path.join(root, 'bench/c-threaded-hello.c'), '-lfcgi', '-lpthread'], { stdio: 'inherit' })
+  const peers = []
+  for (const k of argPeers) peers.push(await startPeer(k, cBin))
 
-  const cSock = path.join(tmp, 'c.sock')
-  const nodeSock = path.join(tmp, 'node.sock')
-  const c = spawn(cBin, [cSock, '256'], { stdio: ['ignore', 'pipe', 'inherit'], detached: true })
-  children.push(c)
-  const app = spawn(process.execPath, [path.join(root, 'bench/accept-loop-app.mjs'), nodeSock, '64'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true })
-  children.push(app)
-  let appReady = false
-  const appReplies = []
-  app.on('message', (m) => { if (m === 'ready') appReady = true; else appReplies.push(m) })
-  await waitFor(() => fs.existsSync(cSock) && appReady, 10000, 'the apps to listen')
-  const ask = async (m) => { appReplies.length = 0; app.send(m); await waitFor(() => appReplies.length > 0, 5000, `app reply to ${m}`); return appReplies[0] }
-
-  const [cPort, nodePort] = [await freePort(), await freePort()]
+  let servers = ''
+  for (const p of peers) {
+    p.front = await freePort()
+    p.rounds = []
+    if (p.via === 'fastcgi') {
+      servers += `  upstream up_${p.key.replace('-', '_')} { server unix:${p.sock}; ${p.noKeepConn ? '' : 'keepalive 32;'} }
+  server { listen 127.0.0.1:${p.front}; error_log ${tmp}/error-${p.key}.log warn; location / { include /etc/nginx/fastcgi_params; fastcgi_keep_conn ${p.noKeepConn ? 'off' : 'on'}; fastcgi_pass up_${p.key.replace('-', '_')}; } }\n`
+    } else {
+      servers += `  upstream up_${p.key.replace('-', '_')} { server 127.0.0.1:${p.port}; keepalive 32; }
+  server { listen 127.0.0.1:${p.front}; error_log ${tmp}/error-${p.key}.log warn; location / { proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; proxy_pass http://up_${p.key.replace('-', '_')}; } }\n`
+    }
+  }
   const conf = `
 daemon off; master_process on; worker_processes 1; pid ${tmp}/nginx.pid;
 error_log ${tmp}/error.log warn;
@@ -147,29 +188,19 @@ http {
   access_log off;
   client_body_temp_path ${tmp}/body; fastcgi_temp_path ${tmp}/fastcgi; proxy_temp_path ${tmp}/proxy;
   uwsgi_temp_path ${tmp}/uwsgi; scgi_temp_path ${tmp}/scgi;
-  upstream c_app { server unix:${cSock}; keepalive 32; }
-  upstream node_app { server unix:${nodeSock}; keepalive 32; }
-  server { listen 127.0.0.1:${cPort}; location / { include /etc/nginx/fastcgi_params; fastcgi_keep_conn on; fastcgi_pass c_app; } }
-  server { listen 127.0.0.1:${nodePort}; location / { include /etc/nginx/fastcgi_params; fastcgi_keep_conn on; fastcgi_pass node_app; } }
-}`
+${servers}}`
   fs.writeFileSync(path.join(tmp, 'nginx.conf'), conf)
   const nginx = spawn('nginx', ['-p', tmp, '-c', path.join(tmp, 'nginx.conf')], { stdio: 'inherit', detached: true })
   children.push(nginx)
   await waitFor(() => fs.existsSync(path.join(tmp, 'nginx.pid')), 10000, 'nginx')
   await new Promise((r) => setTimeout(r, 200))
 
-  const peers = [
-    { name: 'C libfcgi, threaded (256 threads), system libfcgi', port: cPort, pid: c.pid, rounds: [] },
-    { name: 'libfcgi for Node: accept loop, 64 Requests', port: nodePort, pid: app.pid, rounds: [] },
-  ]
-  // warm-up
-  for (const p of peers) runWrk(p.port, CONNS, 2)
-
+  for (const p of peers) runWrk(p.front, CONNS, 2) // warm-up
   for (let r = 0; r < ROUNDS; r++) {
     for (const p of peers) {
-      const cpu0 = procCpuMs(p.pid)
-      const w = runWrk(p.port, CONNS, SECONDS)
-      const cpu1 = procCpuMs(p.pid)
+      const cpu0 = procCpuMs(p.child.pid)
+      const w = runWrk(p.front, CONNS, SECONDS)
+      const cpu1 = procCpuMs(p.child.pid)
       w.cpuUsPerReq = ((cpu1 - cpu0) * 1000) / w.requests
       // Little's law: with every connection served, rps x mean latency ~ connections.
       w.inFlight = (w.rps * w.meanMs) / 1000
@@ -178,45 +209,50 @@ http {
     }
   }
 
-  // Event-loop health under LATE_CONNS concurrent requests.
-  await ask('reset')
-  const lateRun = runWrk(nodePort, LATE_CONNS, SECONDS)
-  const late = await ask('report')
+  // Event-loop health under LATE_CONNS concurrent requests (the accept loop app).
+  const loopPeer = peers.find((p) => p.key === 'loop')
+  let late, lateRun
+  if (loopPeer) {
+    await loopPeer.ask('reset')
+    lateRun = runWrk(loopPeer.front, LATE_CONNS, SECONDS)
+    late = await loopPeer.ask('report')
+  }
 
-  const errors = fs.readFileSync(path.join(tmp, 'error.log'), 'utf8').split('\n').filter((l) => /\[(error|crit|alert|emerg)\]/.test(l))
   const problems = []
+  for (const file of fs.readdirSync(tmp).filter((f) => /^error.*\.log$/.test(f))) {
+    const errors = fs.readFileSync(path.join(tmp, file), 'utf8').split('\n').filter((l) => /\[(error|crit|alert|emerg)\]/.test(l))
+    if (errors.length) problems.push(`nginx ${file}: ${errors.length} errors, first:\n${errors.slice(0, 3).join('\n')}`)
+  }
   for (const p of peers) {
     for (const w of p.rounds) {
       if (w.non2xx || w.socketErrors) problems.push(`${p.name}: ${w.non2xx} non-2xx, ${w.socketErrors} socket errors`)
       if (w.inFlight < CONNS * 0.5) problems.push(`${p.name}: only ~${w.inFlight.toFixed(1)} of ${CONNS} connections were being served`)
     }
   }
-  if (lateRun.non2xx || lateRun.socketErrors) problems.push(`lateness run: ${lateRun.non2xx} non-2xx, ${lateRun.socketErrors} socket errors`)
-  if (errors.length) problems.push(`nginx error log:\n${errors.slice(0, 10).join('\n')}`)
+  if (lateRun && (lateRun.non2xx || lateRun.socketErrors)) problems.push(`lateness run: ${lateRun.non2xx} non-2xx, ${lateRun.socketErrors} socket errors`)
 
-  const base = peers[0]
   const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a')
   const rows = peers.map((p) => {
     const m = (k) => median(p.rounds.map((w) => w[k]))
-    return { p, rps: m('rps'), p50: m('p50'), p99: m('p99'), cpu: m('cpuUsPerReq'), rss: peakRssMiB(p.pid), errs: p.rounds.reduce((a, w) => a + w.non2xx + w.socketErrors, 0) }
+    return { p, rps: m('rps'), p50: m('p50'), p99: m('p99'), cpu: m('cpuUsPerReq'), rss: peakRssMiB(p.child.pid), errs: p.rounds.reduce((a, w) => a + w.non2xx + w.socketErrors, 0) }
   })
   const b = rows[0]
-  console.log(`\nHello World through nginx 1.22 (fastcgi_keep_conn on, upstream keepalive 32, unix socket), wrk ${CONNS} connections, ${ROUNDS} interleaved rounds of ${SECONDS} s, medians; ${os.cpus().length} cores`)
-  console.log('| peer | req/s | ratio to C | p50 ms | p99 ms | app CPU/req (us) | peak RSS MiB | errors |')
+  console.log(`\nHello World through nginx 1.22 (fastcgi_keep_conn on unless noted / proxy_pass with HTTP/1.1 keepalive; upstream keepalive 32), wrk ${CONNS} connections, ${ROUNDS} interleaved rounds of ${SECONDS} s, medians; ${os.cpus().length} cores`)
+  console.log(`| peer | req/s | ratio to ${b.p.key} | p50 ms | p99 ms | app CPU/req (us) | peak RSS MiB | errors |`)
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- |')
   for (const r of rows) {
     console.log(`| ${r.p.name} | ${fmt(r.rps)} | ${fmt(r.rps / b.rps, 2)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${fmt(r.cpu, 1)} | ${fmt(r.rss, 1)} | ${r.errs} |`)
   }
-  console.log(`\nEvent loop under ${LATE_CONNS} concurrent requests (${fmt(lateRun.rps)} req/s): 1 ms interval timer late by p50 ${fmt(late.timerLateP50, 2)} ms, p99 ${fmt(late.timerLateP99, 2)} ms, max ${fmt(late.timerLateMax, 2)} ms over ${late.timerSamples} ticks; monitorEventLoopDelay p99 ${fmt(late.loopDelayP99, 2)} ms; native threads ${late.stats.threads}`)
-  console.log(`verdict: timer p99 lateness ${late.timerLateP99 < 10 ? '<' : '>='} 10 ms target`)
-  void base
+  if (late) {
+    console.log(`\nEvent loop under ${LATE_CONNS} concurrent requests (${fmt(lateRun.rps)} req/s): 1 ms interval timer late by p50 ${fmt(late.timerLateP50, 2)} ms, p99 ${fmt(late.timerLateP99, 2)} ms, max ${fmt(late.timerLateMax, 2)} ms over ${late.timerSamples} ticks; monitorEventLoopDelay p99 ${fmt(late.loopDelayP99, 2)} ms; native threads ${late.stats.threads}`)
+    console.log(`verdict: timer p99 lateness ${late.timerLateP99 < 10 ? '<' : '>='} 10 ms target`)
+  }
   if (problems.length) {
     console.error(`\nFAILED:\n${problems.join('\n')}`)
     process.exitCode = 1
   }
-  app.kill('SIGTERM')
+  for (const p of peers) p.child.kill('SIGTERM')
   nginx.kill('SIGQUIT')
-  c.kill('SIGTERM')
   await new Promise((r) => setTimeout(r, 300))
 }
 

@@ -4,9 +4,11 @@ import crypto from 'node:crypto'
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 
-import { type FcgiSocket, initSocket, Request } from '../../src/index.js'
+import { type FcgiSocket } from '../../src/index.js'
 import { type NginxInstance, type NginxUpstream, startNginx, stopAllNginx } from '../helpers/nginx.js'
-import { tmpSocketPath, waitFor, withTimeout } from '../helpers/wait.js'
+import { serveLoops, TestSession } from '../helpers/session.js'
+import { trackUncaught } from '../helpers/uncaught.js'
+import { tmpSocketPath, waitFor } from '../helpers/wait.js'
 
 interface SlowOutcome { aborted: boolean; ms: number }
 
@@ -17,22 +19,13 @@ interface App {
   slow: SlowOutcome[]
 }
 
-const sockets: FcgiSocket[] = []
-let uncaught: unknown[] = []
-const onUncaught = (err: unknown): void => { uncaught.push(err) }
-
-beforeEach(() => {
-  uncaught = []
-  process.on('uncaughtException', onUncaught)
-  process.on('unhandledRejection', onUncaught)
-})
-
+const session = new TestSession()
 afterEach(async () => {
-  process.off('uncaughtException', onUncaught)
-  process.off('unhandledRejection', onUncaught)
   await stopAllNginx()
-  await Promise.all(sockets.splice(0).map((s) => withTimeout(s.close(), 15000, 'FcgiSocket.close() in afterEach')))
+  await session.release()
 })
+// After the clean-up hook, so that it stops listening before the clean-up runs.
+const uncaught = trackUncaught()
 
 /**
  * The seed program, ported: a few Request objects on one socket, each in a
@@ -41,45 +34,33 @@ afterEach(async () => {
  * /slow waits 5 s unless aborted first.
  */
 function startApp(kind: 'unix' | 'tcp', threads = 4): App {
-  const sock = kind === 'unix' ? initSocket(tmpSocketPath('nginx')) : initSocket('127.0.0.1:0')
-  sockets.push(sock)
+  const sock = session.listen(kind === 'unix' ? tmpSocketPath('nginx') : '127.0.0.1:0')
   const addr = sock.address()
   if (!addr) throw new Error('socket has no address')
   const upstream: NginxUpstream = addr.family === 'unix' ? { path: addr.address } : { port: addr.port!, host: '127.0.0.1' }
   const slow: SlowOutcome[] = []
-  const loops: Array<Promise<number>> = []
-  for (let i = 0; i < threads; i++) {
-    const req = new Request(sock)
-    loops.push((async () => {
-      let n = 0
-      while (await req.accept()) {
-        const uri = req.env.REQUEST_URI ?? ''
-        const chunks: Buffer[] = []
-        for await (const c of req.stdin) chunks.push(c as Buffer)
-        const input = Buffer.concat(chunks)
-        if (uri.startsWith('/echo')) {
-          req.stdout.write(`Content-Type: application/octet-stream\r\nContent-Length: ${input.length}\r\n\r\n`)
-          req.stdout.write(input)
-        } else if (uri.startsWith('/missing')) {
-          req.stdout.write('Status: 404 Not Found\r\nX-Fcgi-Test: custom-value\r\nContent-Type: text/plain\r\n\r\nno such thing\n')
-        } else if (uri.startsWith('/slow')) {
-          const t0 = Date.now()
-          const aborted = req.aborted || await new Promise<boolean>((resolve) => {
-            const timer = setTimeout(() => resolve(false), 5000)
-            req.once('aborted', () => { clearTimeout(timer); resolve(true) })
-          })
-          slow.push({ aborted, ms: Date.now() - t0 })
-          if (!aborted) req.stdout.write('Content-Type: text/plain\r\n\r\nslow done\n')
-        } else {
-          req.stdout.write(`Content-Type: text/plain\r\n\r\nHello from ${uri}\n`)
-        }
-        await req.finish()
-        n++
-      }
-      return n
-    })())
-  }
-  const all = Promise.all(loops)
+  const all = serveLoops(sock, threads, async (req) => {
+    const uri = req.env.REQUEST_URI ?? ''
+    const chunks: Buffer[] = []
+    for await (const c of req.stdin) chunks.push(c as Buffer)
+    const input = Buffer.concat(chunks)
+    if (uri.startsWith('/echo')) {
+      req.stdout.write(`Content-Type: application/octet-stream\r\nContent-Length: ${input.length}\r\n\r\n`)
+      req.stdout.write(input)
+    } else if (uri.startsWith('/missing')) {
+      req.stdout.write('Status: 404 Not Found\r\nX-Fcgi-Test: custom-value\r\nContent-Type: text/plain\r\n\r\nno such thing\n')
+    } else if (uri.startsWith('/slow')) {
+      const t0 = Date.now()
+      const aborted = req.aborted || await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), 5000)
+        req.once('aborted', () => { clearTimeout(timer); resolve(true) })
+      })
+      slow.push({ aborted, ms: Date.now() - t0 })
+      if (!aborted) req.stdout.write('Content-Type: text/plain\r\n\r\nslow done\n')
+    } else {
+      req.stdout.write(`Content-Type: text/plain\r\n\r\nHello from ${uri}\n`)
+    }
+  })
   all.catch(() => {})
   return { sock, upstream, loops: all, slow }
 }
@@ -125,7 +106,7 @@ describe.each(MATRIX)('behind nginx: $kind upstream, fastcgi_keep_conn $keepConn
     })
     expect(app.sock.stats().requests).toBe(200)
     expect(nginx.errorLogProblems()).toEqual([])
-    expect(uncaught).toEqual([])
+    await uncaught.expectNone()
   })
 
   it('1 MiB POST bodies come back byte-exact', async () => {
@@ -145,7 +126,7 @@ describe.each(MATRIX)('behind nginx: $kind upstream, fastcgi_keep_conn $keepConn
       expect(b.equals(bodies[i]!)).toBe(true)
     })
     expect(nginx.errorLogProblems()).toEqual([])
-    expect(uncaught).toEqual([])
+    await uncaught.expectNone()
   })
 
   it('Status: 404 and custom headers reach the HTTP client', async () => {
@@ -173,7 +154,7 @@ describe.each(MATRIX)('behind nginx: $kind upstream, fastcgi_keep_conn $keepConn
     const after = await get(`${nginx.url}/after`)
     expect(after).toEqual({ status: 200, text: 'Hello from /after\n' })
     expect(nginx.errorLogProblems()).toEqual([])
-    expect(uncaught).toEqual([])
+    await uncaught.expectNone()
   })
 })
 

@@ -2,7 +2,9 @@
  * Real child processes for the lifecycle tests: spawn with a bounded
  * lifetime, capture stdout/stderr, wait (bounded) for output or exit, and
  * kill whatever is still running after each test. A failed test prints the
- * transcript of every child it started.
+ * transcript of every child it started. Raw FastCGI connections a test opens
+ * to its children (connect) are destroyed after it too (cleanUpAfterTest);
+ * requestBody sends one whole request to a child.
  *
  * The children load the library's built output (dist/), so every test file
  * checks first that dist/ is newer than src/ (see assertDistFresh).
@@ -11,7 +13,9 @@ import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { onTestFailed } from 'vitest';
+import { expect, onTestFailed } from 'vitest';
+
+import { defaultParams, FcgiConnection, fcgiRequest, type FcgiTarget, parseCgiResponse } from '../helpers/fcgi-client.js';
 
 /** Repository root (/work/main). */
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -257,6 +261,29 @@ export async function killAllChildren(): Promise<void> {
     Promise.all(children.map((c) => c.exited)),
     new Promise((resolve) => setTimeout(resolve, 5000)),
   ]);
+}
+
+const connections = new Set<FcgiConnection>();
+
+/** A raw FastCGI connection to the unix socket `path` (5 s to connect), destroyed by cleanUpAfterTest. */
+export async function connect(path: string): Promise<FcgiConnection> {
+  const c = await FcgiConnection.connect({ path }, 5000);
+  connections.add(c);
+  return c;
+}
+
+/** Sends one request (REQUEST_URI `uri`, body `stdin`) to a child serving on `target`; expects it completed and resolves with the response body. */
+export async function requestBody(target: FcgiTarget, uri: string, stdin: string): Promise<string> {
+  const r = await fcgiRequest(target, { params: defaultParams({ REQUEST_URI: uri }), stdin, timeoutMs: 10000 });
+  expect(r.protocolStatus).toBe(0);
+  return parseCgiResponse(r.stdout).body.toString();
+}
+
+/** For afterEach: destroys the connections opened with connect(), then kills every child (killAllChildren). */
+export async function cleanUpAfterTest(): Promise<void> {
+  for (const c of connections) c.destroy();
+  connections.clear();
+  await killAllChildren();
 }
 
 /** Text that shows a native crash or abort in a child's stderr. */

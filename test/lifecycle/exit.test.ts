@@ -12,33 +12,17 @@ import {
   encodeStream,
   FCGI_RESPONDER,
   FCGI_STDIN,
-  FcgiConnection,
-  fcgiRequest,
   parseCgiResponse,
 } from '../helpers/fcgi-client.js';
 import { sleep, tmpSocketPath } from '../helpers/wait.js';
-import { assertDistFresh, CRASH_PATTERN, fixture, killAllChildren, startChild } from './child.js';
+import { assertDistFresh, cleanUpAfterTest, connect, CRASH_PATTERN, fixture, requestBody, startChild } from './child.js';
 
 beforeAll(() => assertDistFresh());
 
-const connections = new Set<FcgiConnection>();
-afterEach(async () => {
-  for (const c of connections) c.destroy();
-  connections.clear();
-  await killAllChildren();
-});
+afterEach(cleanUpAfterTest);
 
-async function connect(path: string): Promise<FcgiConnection> {
-  const c = await FcgiConnection.connect({ path }, 5000);
-  connections.add(c);
-  return c;
-}
-
-async function request(path: string, uri: string): Promise<string> {
-  const r = await fcgiRequest({ path }, { params: defaultParams({ REQUEST_URI: uri }), stdin: 'x', timeoutMs: 10000 });
-  expect(r.protocolStatus).toBe(0);
-  return parseCgiResponse(r.stdout).body.toString();
-}
+/** One request with the body 'x' to the child serving on `path`; resolves with the response body. */
+const request = (path: string, uri: string): Promise<string> => requestBody({ path }, uri, 'x');
 
 /** Index of the first stdout line starting with `prefix`, -1 if none. */
 function lineIndex(lines: string[], prefix: string): number {

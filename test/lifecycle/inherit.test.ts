@@ -5,9 +5,9 @@ import { existsSync } from 'node:fs';
 
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
-import { defaultParams, fcgiRequest, type FcgiTarget, parseCgiResponse } from '../helpers/fcgi-client.js';
+import { type FcgiTarget } from '../helpers/fcgi-client.js';
 import { freePort, tmpSocketPath } from '../helpers/wait.js';
-import { assertDistFresh, type Child, CRASH_PATTERN, fixture, killAllChildren, startChild, startProgram } from './child.js';
+import { assertDistFresh, type Child, CRASH_PATTERN, fixture, killAllChildren, requestBody, startChild, startProgram } from './child.js';
 
 const SPAWN_FCGI = '/usr/bin/spawn-fcgi';
 const SERVE = fixture('fd0-serve.mjs');
@@ -18,11 +18,8 @@ beforeAll(() => {
 });
 afterEach(killAllChildren);
 
-async function request(target: FcgiTarget, uri: string): Promise<string> {
-  const r = await fcgiRequest(target, { params: defaultParams({ REQUEST_URI: uri }), stdin: 'in', timeoutMs: 10000 });
-  expect(r.protocolStatus).toBe(0);
-  return parseCgiResponse(r.stdout).body.toString();
-}
+/** One request with the body 'in' to the child serving on `target`; resolves with the response body. */
+const request = (target: FcgiTarget, uri: string): Promise<string> => requestBody(target, uri, 'in');
 
 /** spawn-fcgi -n (no fork): it binds, then execs node in place, so the child we hold is the application. */
 function spawnFcgi(bind: string[], fixtureArgs: string[] = []): Child {

@@ -3,20 +3,16 @@
 // and SIGPIPE exactly as Node set them up.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
-import { defaultParams, fcgiRequest, parseCgiResponse } from '../helpers/fcgi-client.js';
 import { tmpSocketPath } from '../helpers/wait.js';
-import { assertDistFresh, type Child, fixture, killAllChildren, startChild } from './child.js';
+import { assertDistFresh, type Child, fixture, killAllChildren, requestBody, startChild } from './child.js';
 
 const SERVER = fixture('signal-server.mjs');
 
 beforeAll(() => assertDistFresh());
 afterEach(killAllChildren);
 
-async function request(path: string, uri: string): Promise<string> {
-  const r = await fcgiRequest({ path }, { params: defaultParams({ REQUEST_URI: uri }), stdin: 'ping', timeoutMs: 10000 });
-  expect(r.protocolStatus).toBe(0);
-  return parseCgiResponse(r.stdout).body.toString();
-}
+/** One request with the body 'ping' to the child serving on `path`; resolves with the response body. */
+const request = (path: string, uri: string): Promise<string> => requestBody({ path }, uri, 'ping');
 
 /** Starts signal-server.mjs, serves `serve` requests to it and waits for "ready". */
 async function startServing(serve: number, extra: string[] = [], nodeArgs: string[] = []): Promise<{ child: Child; path: string }> {

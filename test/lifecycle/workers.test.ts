@@ -3,57 +3,54 @@
 // leave the worker's socket and connections behind.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
-import { defaultParams, encodeRequest, FcgiConnection, fcgiRequest, parseCgiResponse } from '../helpers/fcgi-client.js';
+import { defaultParams, encodeRequest, fcgiRequest, parseCgiResponse } from '../helpers/fcgi-client.js';
 import { tmpSocketPath } from '../helpers/wait.js';
-import { assertDistFresh, CRASH_PATTERN, fixture, killAllChildren, startChild } from './child.js';
+import { assertDistFresh, type Child, cleanUpAfterTest, connect, CRASH_PATTERN, fixture, startChild } from './child.js';
 
 const MAIN = fixture('worker-main.mjs');
 
 beforeAll(() => assertDistFresh());
 
-const connections = new Set<FcgiConnection>();
-afterEach(async () => {
-  for (const c of connections) c.destroy();
-  connections.clear();
-  await killAllChildren();
-});
+afterEach(cleanUpAfterTest);
+
+/** The fixture's report after worker.terminate(): nothing accepts on the socket path any more; then it waits for stdin to end. */
+async function expectTerminatedAndSocketReleased(child: Child): Promise<void> {
+  await child.waitForOutput(/^terminated (\S+)$/m, { timeoutMs: 15000 });
+  // the worker's listening socket is closed with it: nobody accepts on the path any more
+  const probe = await child.waitForOutput(/^probe after terminate (\S+)$/m);
+  expect(['ECONNREFUSED', 'ENOENT'], child.describe()).toContain(probe[1]);
+  await child.waitForOutput(/^waiting for stdin to end$/m);
+}
+
+/** Ends the child's stdin; it must then exit 0 with no worker error and no crash. */
+async function expectCleanExitAfterStdinEnds(child: Child): Promise<void> {
+  child.proc.stdin!.end();
+  const exit = await child.waitExit(10000);
+  expect(exit, child.describe()).toEqual({ code: 0, signal: null });
+  expect(child.lines()).not.toContain('worker error');
+  expect(child.stderr, child.describe()).not.toMatch(CRASH_PATTERN);
+}
 
 describe('worker_threads', () => {
   it('terminate() of a worker blocked in `await req.accept()`: resolves, the socket is released, the process exits 0', async () => {
     const path = tmpSocketPath('widle');
     const child = startChild(MAIN, ['idle', path]);
-    await child.waitForOutput(/^terminated (\S+)$/m, { timeoutMs: 15000 });
-    // the worker's listening socket is closed with it: nobody accepts on the path any more
-    const probe = await child.waitForOutput(/^probe after terminate (\S+)$/m);
-    expect(['ECONNREFUSED', 'ENOENT'], child.describe()).toContain(probe[1]);
-    await child.waitForOutput(/^waiting for stdin to end$/m);
+    await expectTerminatedAndSocketReleased(child);
     expect(child.alive).toBe(true);
-    child.proc.stdin!.end();
-    const exit = await child.waitExit(10000);
-    expect(exit, child.describe()).toEqual({ code: 0, signal: null });
-    expect(child.lines()).not.toContain('worker error');
-    expect(child.stderr, child.describe()).not.toMatch(CRASH_PATTERN);
+    await expectCleanExitAfterStdinEnds(child);
   });
 
   it('terminate() of a worker in the middle of a request: resolves, the web server connection is closed, the process exits 0', async () => {
     const path = tmpSocketPath('winfl');
     const child = startChild(MAIN, ['inflight', path]);
     await child.waitForOutput(/^message ready$/m, { timeoutMs: 15000 });
-    const conn = await FcgiConnection.connect({ path }, 5000);
-    connections.add(conn);
+    const conn = await connect(path);
     void conn.write(encodeRequest({ params: defaultParams({ REQUEST_URI: '/held-by-worker' }) }));
-    await child.waitForOutput(/^terminated (\S+)$/m, { timeoutMs: 15000 });
-    const probe = await child.waitForOutput(/^probe after terminate (\S+)$/m);
-    expect(['ECONNREFUSED', 'ENOENT'], child.describe()).toContain(probe[1]);
-    await child.waitForOutput(/^waiting for stdin to end$/m);
+    await expectTerminatedAndSocketReleased(child);
     // the process is still alive: whatever closed the connection was the terminate
     expect(await conn.waitClosed(5000), `connection of the terminated worker still open\n${child.describe()}`).toBe(true);
     expect(child.alive, child.describe()).toBe(true);
-    child.proc.stdin!.end();
-    const exit = await child.waitExit(10000);
-    expect(exit, child.describe()).toEqual({ code: 0, signal: null });
-    expect(child.lines()).not.toContain('worker error');
-    expect(child.stderr, child.describe()).not.toMatch(CRASH_PATTERN);
+    await expectCleanExitAfterStdinEnds(child);
   });
 
   // The native core's worker threads are detached; at worker.terminate() the

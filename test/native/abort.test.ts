@@ -2,9 +2,9 @@
 // connection, and what the application sees (and may still do) afterwards.
 import { once } from 'node:events'
 
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 
-import { type FcgiSocket, initSocket, Request } from '../../src/index.js'
+import { type FcgiSocket, Request } from '../../src/index.js'
 import {
   defaultParams,
   encodeAbort,
@@ -14,61 +14,20 @@ import {
   encodeStream,
   FCGI_END_REQUEST,
   FCGI_STDIN,
-  FcgiConnection,
+  type FcgiConnection,
   fcgiRequest,
   parseCgiResponse,
 } from '../helpers/fcgi-client.js'
+import { TestSession } from '../helpers/session.js'
+import { trackUncaught } from '../helpers/uncaught.js'
 import { sleep, tmpSocketPath, waitFor, withTimeout } from '../helpers/wait.js'
 
 // ---------------------------------------------------------------- bookkeeping
 
-const sockets: FcgiSocket[] = []
-const connections: FcgiConnection[] = []
-const gates: Array<() => void> = []
-const requests: Request[] = []
-let uncaught: unknown[] = []
-const onUncaught = (err: unknown): void => { uncaught.push(err) }
-
-beforeEach(() => {
-  uncaught = []
-  process.on('uncaughtException', onUncaught)
-  process.on('unhandledRejection', onUncaught)
-})
-
-afterEach(async () => {
-  process.off('uncaughtException', onUncaught)
-  process.off('unhandledRejection', onUncaught)
-  for (const g of gates.splice(0)) g()
-  for (const c of connections.splice(0)) c.destroy()
-  // A test that failed half-way leaves its request active: end it so close() can finish.
-  await Promise.all(requests.splice(0).map((r) => withTimeout(r.finish(), 5000, 'Request.finish() in afterEach').catch(() => {})))
-  await Promise.all(sockets.splice(0).map((s) => withTimeout(s.close(), 15000, 'FcgiSocket.close() in afterEach')))
-})
-
-function open(): { sock: FcgiSocket; path: string } {
-  const path = tmpSocketPath('abort')
-  const sock = initSocket(path)
-  sockets.push(sock)
-  return { sock, path }
-}
-
-function track(req: Request): Request {
-  requests.push(req)
-  return req
-}
-
-function gate(): { promise: Promise<void>; open: () => void } {
-  let openFn!: () => void
-  const promise = new Promise<void>((resolve) => { openFn = resolve })
-  gates.push(openFn)
-  return { promise, open: openFn }
-}
-
-async function connect(path: string): Promise<FcgiConnection> {
-  const c = await FcgiConnection.connect({ path })
-  connections.push(c)
-  return c
-}
+const session = new TestSession()
+afterEach(() => session.release())
+// After the clean-up hook, so that it stops listening before the clean-up runs.
+const uncaught = trackUncaught()
 
 /** BEGIN_REQUEST + PARAMS (+ the STDIN given, terminated or not). */
 async function begin(conn: FcgiConnection, uri: string, stdin?: { bytes: Buffer | string; complete: boolean }, contentLength?: number): Promise<void> {
@@ -80,6 +39,27 @@ async function begin(conn: FcgiConnection, uri: string, stdin?: { bytes: Buffer 
     parts.push(stdin.complete ? encodeStream(FCGI_STDIN, 1, stdin.bytes) : encodeRecord(FCGI_STDIN, 1, stdin.bytes))
   }
   await conn.write(Buffer.concat(parts))
+}
+
+/**
+ * The set-up of every test here: a socket, a Request accepting on it, and a
+ * raw client that sends `uri` (see begin); resolves once the request is accepted.
+ * `pauseClient`: the client reads nothing (paused before it sends).
+ */
+async function acceptedRequest(
+  uri: string,
+  stdin: { bytes: Buffer | string; complete: boolean },
+  opts: { contentLength?: number; pauseClient?: boolean } = {},
+): Promise<{ sock: FcgiSocket; path: string; req: Request; conn: FcgiConnection }> {
+  const path = tmpSocketPath('abort')
+  const sock = session.listen(path)
+  const req = session.request(sock)
+  const accepted = req.accept()
+  const conn = await session.connect({ path })
+  if (opts.pauseClient) conn.socket.pause()
+  await begin(conn, uri, stdin, opts.contentLength)
+  expect(await withTimeout(accepted, 5000, 'accept')).toBe(true)
+  return { sock, path, req, conn }
 }
 
 /** Collects every 'error' a stream emits (so that its listener is present). */
@@ -117,21 +97,16 @@ async function expectClientReleased(conn: FcgiConnection): Promise<void> {
     { timeoutMs: 5000, what: 'END_REQUEST or a closed connection after the abort' })
 }
 
-async function expectNothingUncaught(): Promise<void> {
-  await sleep(50)
-  expect(uncaught).toEqual([])
+/** Lets late errors surface (50 ms), then expects no uncaught exception nor unhandled rejection. */
+function expectNothingUncaught(): Promise<void> {
+  return uncaught.expectNone(50)
 }
 
 // ---------------------------------------------------------------------- tests
 
 describe('FCGI_ABORT_REQUEST', () => {
   it('after the full stdin, while the handler waits: aborted, signal, failing writes, finish, slot reused', async () => {
-    const { sock, path } = open()
-    const req = track(new Request(sock))
-    const accepted = req.accept()
-    const conn = await connect(path)
-    await begin(conn, '/busy', { bytes: 'hello', complete: true })
-    expect(await withTimeout(accepted, 5000, 'accept')).toBe(true)
+    const { path, req, conn } = await acceptedRequest('/busy', { bytes: 'hello', complete: true })
     let abortedEvents = 0
     req.on('aborted', () => { abortedEvents++ })
     const signalAbort = once(req.signal, 'abort')
@@ -141,7 +116,7 @@ describe('FCGI_ABORT_REQUEST', () => {
     expect(req.aborted).toBe(false)
 
     // The handler is busy (waiting on something) when the abort arrives.
-    const work = gate()
+    const work = session.gate()
     const handlerDone = (async () => {
       await work.promise
       return writeCb(req.stdout, 'Content-Type: text/plain\r\n\r\ntoo late')
@@ -164,12 +139,7 @@ describe('FCGI_ABORT_REQUEST', () => {
   })
 
   it('while the app reads stdin: stdin errors with ERR_FASTCGI_REQUEST_ABORTED and aborted fires', async () => {
-    const { sock, path } = open()
-    const req = track(new Request(sock))
-    const accepted = req.accept()
-    const conn = await connect(path)
-    await begin(conn, '/upload', { bytes: 'part-1', complete: false }, 1000)
-    expect(await withTimeout(accepted, 5000, 'accept')).toBe(true)
+    const { path, req, conn } = await acceptedRequest('/upload', { bytes: 'part-1', complete: false }, { contentLength: 1000 })
     let aborted = false
     req.on('aborted', () => { aborted = true })
     const errs = errorsOf(req.stdin)
@@ -191,12 +161,7 @@ describe('FCGI_ABORT_REQUEST', () => {
   })
 
   it('while the app reads stdin with for await: the loop throws ERR_FASTCGI_REQUEST_ABORTED, nothing uncaught', async () => {
-    const { sock, path } = open()
-    const req = track(new Request(sock))
-    const accepted = req.accept()
-    const conn = await connect(path)
-    await begin(conn, '/upload', { bytes: 'part-1', complete: false }, 1000)
-    expect(await withTimeout(accepted, 5000, 'accept')).toBe(true)
+    const { path, req, conn } = await acceptedRequest('/upload', { bytes: 'part-1', complete: false }, { contentLength: 1000 })
     let received = ''
     const reading = (async () => {
       try {
@@ -219,12 +184,7 @@ describe('FCGI_ABORT_REQUEST', () => {
 
 describe('the web server closes the connection', () => {
   it('while the handler runs after reading all of stdin: aborted fires', async () => {
-    const { sock, path } = open()
-    const req = track(new Request(sock))
-    const accepted = req.accept()
-    const conn = await connect(path)
-    await begin(conn, '/x', { bytes: 'all', complete: true })
-    expect(await withTimeout(accepted, 5000, 'accept')).toBe(true)
+    const { path, req, conn } = await acceptedRequest('/x', { bytes: 'all', complete: true })
     let input = ''
     for await (const c of req.stdin) input += String(c)
     expect(input).toBe('all')
@@ -238,12 +198,7 @@ describe('the web server closes the connection', () => {
   })
 
   it('while the handler runs without touching stdin: aborted fires', async () => {
-    const { sock, path } = open()
-    const req = track(new Request(sock))
-    const accepted = req.accept()
-    const conn = await connect(path)
-    await begin(conn, '/x', { bytes: 'unread', complete: true })
-    expect(await withTimeout(accepted, 5000, 'accept')).toBe(true)
+    const { path, req, conn } = await acceptedRequest('/x', { bytes: 'unread', complete: true })
     const aborted = once(req, 'aborted')
     conn.destroy()
     await withTimeout(aborted, 5000, "'aborted' after the client closed")
@@ -254,13 +209,8 @@ describe('the web server closes the connection', () => {
   })
 
   it('while the handler waits for stdin that never comes (half the body, then closed): aborted, the read ends', async () => {
-    const { sock, path } = open()
-    const req = track(new Request(sock))
-    const accepted = req.accept()
-    const conn = await connect(path)
     const half = Buffer.alloc(500, 'h')
-    await begin(conn, '/half', { bytes: half, complete: false }, 1000)
-    expect(await withTimeout(accepted, 5000, 'accept')).toBe(true)
+    const { path, req, conn } = await acceptedRequest('/half', { bytes: half, complete: false }, { contentLength: 1000 })
     let aborted = false
     req.on('aborted', () => { aborted = true })
     let received = 0
@@ -285,12 +235,7 @@ describe('the web server closes the connection', () => {
   })
 
   it('a handler that never reads nor writes: the slot is freed once it calls finish', async () => {
-    const { sock, path } = open()
-    const req = track(new Request(sock))
-    const accepted = req.accept()
-    const conn = await connect(path)
-    await begin(conn, '/idle-handler', { bytes: '', complete: true })
-    expect(await withTimeout(accepted, 5000, 'accept')).toBe(true)
+    const { sock, path, req, conn } = await acceptedRequest('/idle-handler', { bytes: '', complete: true })
     conn.destroy()
     await withTimeout(once(req, 'aborted'), 5000, "'aborted'")
     // Still the app's until it finishes.
@@ -307,12 +252,7 @@ describe('the web server closes the connection', () => {
   })
 
   it('a handler that only calls finish, long after the client left (without waiting for aborted)', async () => {
-    const { sock, path } = open()
-    const req = track(new Request(sock))
-    const accepted = req.accept()
-    const conn = await connect(path)
-    await begin(conn, '/gone', { bytes: '', complete: true })
-    expect(await withTimeout(accepted, 5000, 'accept')).toBe(true)
+    const { sock, path, req, conn } = await acceptedRequest('/gone', { bytes: '', complete: true })
     conn.destroy()
     await sleep(300)
     req.stdout.write('Content-Type: text/plain\r\n\r\nnobody listens')
@@ -325,12 +265,7 @@ describe('the web server closes the connection', () => {
 
 describe('writing after an abort', () => {
   it('without an error listener on stdout/stderr nothing crashes', async () => {
-    const { sock, path } = open()
-    const req = track(new Request(sock))
-    const accepted = req.accept()
-    const conn = await connect(path)
-    await begin(conn, '/w', { bytes: 'x', complete: true })
-    expect(await withTimeout(accepted, 5000, 'accept')).toBe(true)
+    const { path, req, conn } = await acceptedRequest('/w', { bytes: 'x', complete: true })
     for await (const _ of req.stdin) { /* drain */ }
     await conn.write(encodeAbort(1))
     await withTimeout(once(req, 'aborted'), 5000, "'aborted'")
@@ -347,13 +282,7 @@ describe('writing after an abort', () => {
   })
 
   it('a large write blocked on a client that stops reading and closes: callbacks get errors, nothing crashes', async () => {
-    const { sock, path } = open()
-    const req = track(new Request(sock))
-    const accepted = req.accept()
-    const conn = await connect(path)
-    conn.socket.pause()
-    await begin(conn, '/big', { bytes: '', complete: true })
-    expect(await withTimeout(accepted, 5000, 'accept')).toBe(true)
+    const { path, req, conn } = await acceptedRequest('/big', { bytes: '', complete: true }, { pauseClient: true })
     let aborted = false
     req.on('aborted', () => { aborted = true })
     const results: Array<Error | null | undefined> = []
@@ -383,12 +312,7 @@ describe('the streams a RESPONDER request does not have', () => {
   // an abort destroys req.data (a placeholder for FCGI_DATA, which only the
   // FILTER role has) with an error although nobody can listen to it.
   it("an abort emits no 'error' from req.data of a RESPONDER request", async () => {
-    const { sock, path } = open()
-    const req = track(new Request(sock))
-    const accepted = req.accept()
-    const conn = await connect(path)
-    await begin(conn, '/responder', { bytes: '', complete: true })
-    expect(await withTimeout(accepted, 5000, 'accept')).toBe(true)
+    const { req, conn } = await acceptedRequest('/responder', { bytes: '', complete: true })
     expect(req.role).toBe('RESPONDER')
     const dataErrors: Error[] = []
     const emit = req.data.emit.bind(req.data)

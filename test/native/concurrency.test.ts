@@ -10,7 +10,7 @@ import util from 'node:util'
 
 import { afterEach, describe, expect, it } from 'vitest'
 
-import { type FcgiSocket, initSocket, Request } from '../../src/index.js'
+import { Request } from '../../src/index.js'
 import {
   defaultParams,
   encodeBeginRequest,
@@ -18,11 +18,12 @@ import {
   encodeRecord,
   encodeRequest,
   FCGI_STDIN,
-  FcgiConnection,
+  type FcgiConnection,
   type FcgiTarget,
   fcgiRequest,
   parseCgiResponse,
 } from '../helpers/fcgi-client.js'
+import { serveLoops, TestSession } from '../helpers/session.js'
 import { sleep, tmpSocketPath, waitFor, withTimeout } from '../helpers/wait.js'
 
 const pbkdf2 = util.promisify(crypto.pbkdf2)
@@ -30,31 +31,13 @@ const THIS_FILE = fileURLToPath(import.meta.url)
 
 // ---------------------------------------------------------------- bookkeeping
 
-const sockets: FcgiSocket[] = []
-const connections: FcgiConnection[] = []
+const session = new TestSession()
+/** The slow clients' processes, SIGKILLed in afterEach if still running. */
 const children: ChildProcess[] = []
-/** Gates a handler may be parked on; all opened in afterEach so close() can finish. */
-const gates: Array<() => void> = []
-
-function open(address: Parameters<typeof initSocket>[0], options: Parameters<typeof initSocket>[1] = {}): FcgiSocket {
-  const s = initSocket(address, options)
-  sockets.push(s)
-  return s
-}
-
-function gate(): { promise: Promise<void>; open: () => void } {
-  let openFn!: () => void
-  const promise = new Promise<void>((resolve) => { openFn = resolve })
-  gates.push(openFn)
-  return { promise, open: openFn }
-}
 
 afterEach(async () => {
-  for (const g of gates.splice(0)) g()
-  for (const c of connections.splice(0)) c.destroy()
   for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
-  const closing = sockets.splice(0).map((s) => withTimeout(s.close(), 15000, 'FcgiSocket.close() in afterEach'))
-  await Promise.all(closing)
+  await session.release()
 })
 
 function taskCount(): number {
@@ -63,24 +46,6 @@ function taskCount(): number {
 
 function body(text: string): string {
   return `Content-Type: text/plain\r\n\r\n${text}`
-}
-
-/** Runs `n` Request objects, each in the seed's `while (await req.accept())` loop. */
-function serveLoops(sock: FcgiSocket, n: number, handler: (req: Request) => Promise<void>): Promise<number[]> {
-  const loops: Array<Promise<number>> = []
-  for (let i = 0; i < n; i++) {
-    const req = new Request(sock)
-    loops.push((async () => {
-      let served = 0
-      while (await req.accept()) {
-        await handler(req)
-        await req.finish()
-        served++
-      }
-      return served
-    })())
-  }
-  return Promise.all(loops)
 }
 
 async function readAll(req: Request): Promise<Buffer> {
@@ -102,11 +67,11 @@ function softFdLimit(): number {
 describe('parallel accepts', () => {
   it('8 pending accepts serve 8 requests at the same time', async () => {
     const path = tmpSocketPath('par8')
-    const sock = open(path)
+    const sock = session.listen(path)
     const N = 8
     let inside = 0
     let maxInside = 0
-    const all = gate()
+    const all = session.gate()
     const handlers: Array<Promise<void>> = []
     for (let i = 0; i < N; i++) {
       const req = new Request(sock)
@@ -135,7 +100,7 @@ describe('parallel accepts', () => {
 
   it('the seed threaded pattern: 4 accept loops, 200 requests over 20 lanes, no cross-talk', async () => {
     const path = tmpSocketPath('seed4')
-    const sock = open(path)
+    const sock = session.listen(path)
     const perLoop = new Map<number, number>()
     let loopIndex = 0
     const loops: Array<Promise<number>> = []
@@ -164,8 +129,7 @@ describe('parallel accepts', () => {
     const lane = async (l: number): Promise<string[]> => {
       const got: string[] = []
       const keep = l % 2 === 0
-      const conn = keep ? await FcgiConnection.connect(target) : undefined
-      if (conn) connections.push(conn)
+      const conn = keep ? await session.connect(target) : undefined
       for (let j = 0; j < PER_LANE; j++) {
         const uri = `/lane/${l}/req/${j}?q=${l * 100 + j}`
         const stdin = j % 2 === 0 ? `body-${l}-${j}` : ''
@@ -214,7 +178,7 @@ describe('idle kept connections', () => {
     const baselineThreads = taskCount()
 
     const path = tmpSocketPath('idle')
-    const sock = open(path, { maxConns: COUNT + 64 })
+    const sock = session.listen(path, { maxConns: COUNT + 64 })
     const LOOPS = 8
     const loops = serveLoops(sock, LOOPS, async (req) => {
       await readAll(req)
@@ -228,8 +192,7 @@ describe('idle kept connections', () => {
     for (let start = 0; start < COUNT; start += BATCH) {
       const batch = await Promise.all(Array.from({ length: Math.min(BATCH, COUNT - start) }, async (_, k) => {
         const i = start + k
-        const conn = await FcgiConnection.connect(target, 10000)
-        connections.push(conn)
+        const conn = await session.connect(target, 10000)
         const r = await fcgiRequest(target, {
           params: defaultParams({ REQUEST_URI: `/idle/${i}` }),
           keepConn: true,
@@ -285,7 +248,7 @@ describe('idle kept connections', () => {
 describe("libuv's thread pool is left to the application", () => {
   it('256 pending accepts do not block fs and crypto in a handler', async () => {
     const path = tmpSocketPath('uvpool')
-    const sock = open(path)
+    const sock = session.listen(path)
     const expected = fs.readFileSync(THIS_FILE)
     const expectedKey = crypto.pbkdf2Sync('secret', 'salt', 1000, 32, 'sha256').toString('hex')
     const accepted: Array<Promise<boolean>> = []
@@ -311,7 +274,7 @@ describe("libuv's thread pool is left to the application", () => {
 
   it('64 slow uploads held open do not stall fs.promises.readFile in another handler', async () => {
     const path = tmpSocketPath('slowup')
-    const sock = open(path)
+    const sock = session.listen(path)
     const UPLOADS = 64
     const expected = fs.readFileSync(THIS_FILE)
     let uploadsInside = 0
@@ -330,8 +293,7 @@ describe("libuv's thread pool is left to the application", () => {
     // Clients sending their body a few bytes at a time, in whole records.
     let stop = false
     const uploads = Array.from({ length: UPLOADS }, async (_, i) => {
-      const conn = await FcgiConnection.connect({ path }, 10000)
-      connections.push(conn)
+      const conn = await session.connect({ path }, 10000)
       await conn.write(Buffer.concat([encodeBeginRequest(1), encodeParams(1, defaultParams({ REQUEST_URI: `/up/${i}` }))]))
       let sent = 0
       while (!stop) {
@@ -430,7 +392,7 @@ function slowClient(path: string, uri: string): { sent: Promise<void>; go: () =>
 describe('backpressure', () => {
   it('64 MiB to a slow reader: write() returns false, drain is awaited, memory stays bounded, bytes exact', async () => {
     const path = tmpSocketPath('bp')
-    const sock = open(path)
+    const sock = session.listen(path)
     const CHUNK = 64 * 1024
     const TOTAL = 64 * 1024 * 1024
     const patterns = Array.from({ length: 16 }, (_, i) => {
