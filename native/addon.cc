@@ -377,6 +377,12 @@ Napi::Value WriteJs(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// abort(slot): end the request by closing the connection (no end records)
+Napi::Value AbortJs(const Napi::CallbackInfo& info) {
+  if (Slot* s = GetSlot(info)) s->server->Abort(s);
+  return info.Env().Undefined();
+}
+
 // finish(slot, exitStatus, stdout?: Buffer | Buffer[])
 Napi::Value FinishJs(const Napi::CallbackInfo& info) {
   if (Slot* s = GetSlot(info)) {
@@ -402,6 +408,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("read", Napi::Function::New(env, ReadJs));
   exports.Set("write", Napi::Function::New(env, WriteJs));
   exports.Set("finish", Napi::Function::New(env, FinishJs));
+  exports.Set("abort", Napi::Function::New(env, AbortJs));
   return exports;
 }
 

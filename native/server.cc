@@ -208,6 +208,14 @@ void Server::Finish(Slot* s, int exit_status, std::vector<char> bytes) {
   Enqueue(s, std::move(op));
 }
 
+void Server::Abort(Slot* s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Op op{OpKind::kFinish};
+  op.abort = true;
+  if (s->active) s->finishing = true;
+  Enqueue(s, std::move(op));
+}
+
 void Server::Close() {
   std::lock_guard<std::mutex> lock(mu_);
   if (closed_) return;
@@ -850,6 +858,14 @@ void Server::RunFinish(Slot* s, Op& op) {
     if (s->conn) fd = s->conn->fd;
   }
   if (!active) return;
+  if (op.abort) {
+    // Free libfcgi's streams without writing anything; the connection is
+    // closed under the lock in AfterRequest.
+    FCGX_Free(&s->req, 0);
+    std::lock_guard<std::mutex> lock(mu_);
+    s->cut = true;
+    return;
+  }
   FCGX_Stream* in = s->req.in;
   if (!input_done && s->keep_conn && !aborted && s->req.role != FCGI_FILTER) {
     // The app did not read all of FCGI_STDIN (a GET handler never does, and
@@ -889,7 +905,10 @@ void Server::AfterRequest(Slot* s) {
     s->conn = nullptr;
     s->active = false;
     s->finishing = false;
-    if (s->req.ipcFd < 0) {
+    if (s->cut) {
+      s->cut = false;
+      CloseConn(conn, false);  // no FCGI_END_REQUEST: the response is cut short
+    } else if (s->req.ipcFd < 0) {
       conn->fd = -1;  // libfcgi closed it after a write error
       c->status = EPIPE;
       CloseConn(conn, false);

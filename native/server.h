@@ -89,6 +89,7 @@ struct Op {
   size_t max = 0;             // read: at most this many bytes
   std::vector<char> bytes;    // write
   int exit_status = 0;        // finish
+  bool abort = false;         // finish: close without FCGI_END_REQUEST
 };
 
 struct Conn;
@@ -105,6 +106,7 @@ struct Slot {
   bool waiting = false;        // accept() pending, in Server::waiting_
   bool active = false;         // a request is accepted and not finished
   bool finishing = false;
+  bool cut = false;            // ended by Abort(): close, no end records
   bool aborted = false;
   bool input_done = false;     // the last input stream was read to its end
   bool data_started = false;
@@ -139,6 +141,9 @@ class Server {
   void Write(Slot* slot, int stream, std::vector<char> bytes);
   // bytes: stdout written just before FCGI_END_REQUEST, in the same write().
   void Finish(Slot* slot, int exit_status, std::vector<char> bytes = {});
+  // Ends the request without FCGI_END_REQUEST: the connection is closed, so
+  // the web server sees the response cut short (node:http's socket reset).
+  void Abort(Slot* slot);
 
   // Stop accepting: pending accepts complete with kClosed, idle connections
   // close; requests in flight go on.

@@ -4,7 +4,9 @@
 #
 #   bash scripts/setup.sh           build tools, npm ci, the addon, dist/
 #   bash scripts/setup.sh --test    the same plus what the tests drive:
-#                                   nginx, cgi-fcgi, spawn-fcgi, curl
+#                                   nginx, apache2, cgi-fcgi, spawn-fcgi, curl
+#                                   (the tests start their own Apache; the
+#                                   system's apache2 service is left stopped)
 #   bash scripts/setup.sh --demo    the same plus nginx when it can be
 #                                   installed (the demo also works without)
 #
@@ -88,6 +90,7 @@ fi
 case $mode in
   test)
     need nginx NGINX
+    need apache2 apache2
     need cgi-fcgi libfcgi-bin
     need spawn-fcgi spawn-fcgi
     need curl curl
@@ -162,6 +165,17 @@ then rerun: bash $0 $*"
     [[ $t == ca-certificates ]] && continue
     have "$t" || die "'$t' is still missing after apt-get install"
   done
+  # Debian starts (and enables) the apache2 service on installation unless
+  # /usr/sbin/policy-rc.d forbids it; the tests run their own Apache on a
+  # free port and need no system web server on port 80.
+  if [[ " ${missing_pkgs[*]} " == *" apache2 "* ]]; then
+    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+      ${sudo_cmd[@]+"${sudo_cmd[@]}"} systemctl disable --now apache2 >/dev/null 2>&1 || true
+    elif command -v invoke-rc.d >/dev/null 2>&1; then
+      ${sudo_cmd[@]+"${sudo_cmd[@]}"} invoke-rc.d apache2 stop >/dev/null 2>&1 || true
+    fi
+    say "apache2 installed; its system service is left stopped"
+  fi
 fi
 
 if (( ${#optional_pkgs[@]} > 0 )); then

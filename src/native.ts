@@ -89,6 +89,8 @@ export interface Native {
   write(slot: SlotHandle, stream: 1 | 2, chunk: Buffer | Buffer[]): void
   /** stdout bytes, if given, leave with FCGI_END_REQUEST in one write() */
   finish(slot: SlotHandle, exitStatus: number, stdout?: Buffer | Buffer[]): void
+  /** Ends the request by closing its connection, without FCGI_END_REQUEST. */
+  abort(slot: SlotHandle): void
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')

@@ -107,6 +107,7 @@ export class Request extends EventEmitter {
   #finishCallbacks: Callback[] = []
   #finishWaiters: Array<() => void> = []
   #pending = 0
+  #generation = 0  // counts requests: late events of an old request are dropped
 
   /** `socket` defaults to the listen socket a web server passed as fd 0. */
   constructor(socket?: FcgiSocket) {
@@ -275,6 +276,25 @@ export class Request extends EventEmitter {
     return done
   }
 
+  /**
+   * Ends the current request without FCGI_END_REQUEST: its connection is
+   * closed, so the web server sees the response cut short (what a reset
+   * socket means for node:http) rather than complete. For a response that
+   * failed half-way; finish() is the normal end.
+   */
+  async abort(): Promise<void> {
+    if (this.#state === 'finishing') return new Promise<void>((resolve) => this.#finishWaiters.push(resolve))
+    if (this.#state !== 'active') return
+    this.#state = 'finishing'
+    const done = new Promise<void>((resolve) => this.#finishWaiters.push(resolve))
+    const err = abortedError()
+    for (const w of this.#outQueue.splice(0)) w.cb(err)
+    for (const s of [this.#stdout, this.#stderr]) if (s && !s.destroyed) s.destroy()
+    this.#begin()
+    native.abort(this.#slot!)
+    return done
+  }
+
   // ---- stream plumbing
 
   /** @internal */
@@ -378,6 +398,7 @@ export class Request extends EventEmitter {
   }
 
   #startRequest(params: string, role: number, info: number): void {
+    this.#generation++
     this.#params = params
     this.#env = undefined
     this.#pairs = undefined
@@ -399,12 +420,18 @@ export class Request extends EventEmitter {
     if (this.aborted || this.#state === 'idle') return
     this.aborted = true
     const err = abortedError()
-    this.#controller?.abort(err)
-    this.emit('aborted')
     for (const s of [this.#stdin, this.#data]) if (s && !s.destroyed && !s.readableEnded) s.destroy(err)
     for (const s of [this.#stdout, this.#stderr]) if (s && !s.destroyed) s.destroy()
     // Queued writes will never be sent.
     for (const w of this.#outQueue.splice(0)) w.cb(err)
+    // The abort can arrive together with the request itself: the events wait
+    // until the code that awaited accept() has run and could listen.
+    const generation = this.#generation
+    setImmediate(() => {
+      if (generation !== this.#generation) return
+      this.#controller?.abort(err)
+      this.emit('aborted')
+    })
   }
 
   #begin(): void {

@@ -40,11 +40,29 @@ function port(value: string | undefined): number | undefined {
   return n <= 65535 ? n : undefined
 }
 
-/** The request's URL path and query, as node:http's `req.url`. */
+// Bytes that may stand as they are in a URL path (RFC 3986 pchar and "/").
+const PATH_SAFE = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/]$/
+
+/** A decoded path (CGI's SCRIPT_NAME/PATH_INFO, bytes as latin1) percent-encoded again. */
+function encodePath(path: string): string {
+  let out = ''
+  for (const byte of Buffer.from(path, 'latin1')) {
+    const ch = String.fromCharCode(byte)
+    out += PATH_SAFE.test(ch) ? ch : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`
+  }
+  return out
+}
+
+/**
+ * The request's URL path and query, as node:http's `req.url`: REQUEST_URI
+ * (the request target as the client sent it), or else SCRIPT_NAME +
+ * PATH_INFO (which CGI passes decoded, so they are encoded again) +
+ * "?" QUERY_STRING.
+ */
 export function requestUrl(env: Readonly<Record<string, string>>): string {
   const uri = env.REQUEST_URI
   if (uri !== undefined && uri !== '') return uri
-  const path = (env.SCRIPT_NAME ?? '') + (env.PATH_INFO ?? '')
+  const path = encodePath((env.SCRIPT_NAME ?? '') + (env.PATH_INFO ?? ''))
   const query = env.QUERY_STRING
   return (path === '' ? '/' : path) + (query ? `?${query}` : '')
 }
@@ -80,6 +98,9 @@ export function cgiToRequestInfo(env: Readonly<Record<string, string>>, pairs?: 
     // A web server never sends these as HTTP_ (they are CONTENT_*); a client
     // that did would smuggle a second value.
     if (key === 'HTTP_CONTENT_LENGTH' || key === 'HTTP_CONTENT_TYPE') continue
+    // The web server has removed the chunking and counted the body
+    // (CONTENT_LENGTH): node:http never shows both (RFC 9112 6.3).
+    if (key === 'HTTP_TRANSFER_ENCODING' && env.CONTENT_LENGTH) continue
     add(headerName(key.slice(5)), value)
   }
   const protocol = /^HTTP\/(\d+)\.(\d+)$/i.exec(env.SERVER_PROTOCOL ?? '')

@@ -11,7 +11,6 @@
 import http from 'node:http'
 import { Duplex } from 'node:stream'
 
-import { FastCGIError } from '../errors.js'
 import type { Request as FcgiRequest } from '../request.js'
 import { type CgiRequestInfo, ChunkedDecoder, httpHeadToCgi } from './cgi.js'
 
@@ -57,6 +56,7 @@ export class FcgiConnection extends Duplex {
   }
 
   #send(chunk: Buffer, cb: Callback): void {
+    this._active()
     if (!this.#headDone) {
       // ServerResponse writes its complete head first (alone, or in front of
       // the first body chunk of a string write). Interim 1xx heads
@@ -91,11 +91,24 @@ export class FcgiConnection extends Duplex {
       }
     }
     const stdout = this.fcgi.stdout
+    if (stdout.destroyed || this.fcgi.aborted) {
+      cb()  // the web server is gone: dropped, as node:http does for a closed socket
+      return
+    }
     // Acknowledge at once while FCGI_STDOUT has room, so that a response
     // ended right after its last write leaves with FCGI_END_REQUEST in one
     // write; otherwise wait for the native write (backpressure).
-    if (stdout.write(chunk)) process.nextTick(cb)
-    else stdout.once('drain', () => cb())
+    if (stdout.write(chunk)) {
+      process.nextTick(cb)
+      return
+    }
+    const done = () => {
+      stdout.off('drain', done)
+      stdout.off('close', done)
+      cb()
+    }
+    stdout.on('drain', done)
+    stdout.on('close', done)
   }
 
   override _final(cb: Callback): void {
@@ -104,12 +117,19 @@ export class FcgiConnection extends Duplex {
 
   override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
     if (this.#timer) clearTimeout(this.#timer)
-    // Frees the FastCGI slot; writes after an abort fail quietly there.
-    this.fcgi.finish().then(() => cb(this.listenerCount('error') > 0 ? err : null), () => cb(null))
+    // Destroyed before the response ended (a listener failed after sending
+    // headers, a timeout, res.destroy()): the web server must see the
+    // response cut short, as a client of node:http sees a reset socket.
+    // Otherwise (or once the web server is gone) the request is finished.
+    const res = (this as { _httpMessage?: { writableFinished?: boolean } })._httpMessage
+    const cut = !this.fcgi.aborted && res !== undefined && res.writableFinished !== true
+    const end = cut ? this.fcgi.abort() : this.fcgi.finish()
+    end.then(() => cb(this.listenerCount('error') > 0 ? err : null), () => cb(null))
   }
 
   // ---- what net.Socket offers and frameworks call
 
+  /** An inactivity timeout, as net.Socket's: every read or write restarts it. */
   setTimeout(ms: number, callback?: () => void): this {
     if (this.#timer) clearTimeout(this.#timer)
     this.#timer = undefined
@@ -119,6 +139,11 @@ export class FcgiConnection extends Duplex {
       this.#timer.unref()
     }
     return this
+  }
+
+  /** @internal bytes moved: restart the inactivity timeout */
+  _active(): void {
+    this.#timer?.refresh()
   }
 
   setNoDelay(): this {
@@ -173,13 +198,15 @@ function attachBody(req: http.IncomingMessage, fcgi: FcgiRequest): void {
     if (!flowing) {
       flowing = true
       stdin.on('data', (chunk: Buffer) => {
+        ;(req.socket as unknown as FcgiConnection)._active()
         if (!req.push(chunk)) stdin.pause()
       })
       stdin.once('end', () => {
         req.complete = true
         req.push(null)
       })
-      stdin.once('error', (err: Error) => req.destroy(err))
+      // The web server gone mid-body: node:http's error for that is ECONNRESET.
+      stdin.once('error', (err: Error & { code?: string }) => req.destroy(err.code === 'ERR_FASTCGI_REQUEST_ABORTED' ? abortedError() : err))
     } else {
       stdin.resume()
     }
@@ -196,6 +223,14 @@ export function createServerResponse(req: http.IncomingMessage, conn: FcgiConnec
   // server owns the client connection.
   ;(res as unknown as { _removedTE: boolean })._removedTE = true
   res.shouldKeepAlive = false
+  // A response announcing trailers (a Trailer header) needs chunked framing,
+  // or node:http throws ERR_HTTP_TRAILER_INVALID: let node frame it; the
+  // socket shim removes the framing and the trailers (CGI has none).
+  const store = (res as unknown as { _storeHeader: (line: string, headers: unknown) => void })._storeHeader
+  ;(res as unknown as { _storeHeader: (line: string, headers: unknown) => void })._storeHeader = function (this: http.ServerResponse, line: string, headers: unknown) {
+    if (announcesTrailers(this, headers)) (this as unknown as { _removedTE: boolean })._removedTE = false
+    return store.call(this, line, headers)
+  }
   res.assignSocket(conn as unknown as import('node:net').Socket)
   conn.on('drain', () => {
     if (!res.writableFinished) res.emit('drain')
@@ -203,6 +238,22 @@ export function createServerResponse(req: http.IncomingMessage, conn: FcgiConnec
   return res
 }
 
-export function abortedError(): FastCGIError {
-  return new FastCGIError('ERR_FASTCGI_REQUEST_ABORTED', 'the web server aborted the request')
+function announcesTrailers(res: http.ServerResponse, headers: unknown): boolean {
+  if (res.hasHeader('trailer')) return true
+  if (Array.isArray(headers)) {
+    // [[name, value], ...] or [name, value, name, value, ...]
+    return headers.some((h, i) => (Array.isArray(h) ? String(h[0]).toLowerCase() === 'trailer' : i % 2 === 0 && String(h).toLowerCase() === 'trailer'))
+  }
+  if (headers && typeof headers === 'object') {
+    return Object.values(headers as Record<string, unknown>).some((v) => Array.isArray(v) && String(v[0]).toLowerCase() === 'trailer')
+      || Object.keys(headers).some((k) => k.toLowerCase() === 'trailer')
+  }
+  return false
+}
+
+/** What node:http gives req's 'error' listeners when the client goes away. */
+export function abortedError(): Error {
+  const err = new Error('aborted') as Error & { code: string }
+  err.code = 'ECONNRESET'
+  return err
 }

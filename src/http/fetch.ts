@@ -64,13 +64,38 @@ export async function sendFetchResponse(response: Response, res: ServerResponse,
   const cancel = () => { void reader.cancel(signal.reason).catch(() => {}) }
   signal.addEventListener('abort', cancel, { once: true })
   try {
+    // A body that comes in one piece (new Response(string | buffer | JSON))
+    // is sent with res.end(chunk), so node:http gives it a Content-Length.
+    const first = await reader.read()
+    if (first.done) {
+      res.end()
+      return
+    }
+    // Only if the rest is already there: a streamed body's first chunk must
+    // not wait for the second.
+    const secondRead = reader.read()
+    const NOT_YET = Symbol('not yet')
+    const quick = await Promise.race([secondRead, new Promise<typeof NOT_YET>((resolve) => setImmediate(resolve, NOT_YET))])
+    if (quick !== NOT_YET && quick.done) {
+      res.end(first.value)
+      return
+    }
+    let chunk: Uint8Array = first.value
+    let pending: Promise<ReadableStreamReadResult<Uint8Array>> = secondRead
     for (;;) {
-      const { done, value } = await reader.read()
-      if (done) break
       if (res.destroyed) return
-      if (!res.write(value)) await Promise.race([once(res, 'drain'), once(res, 'close')])
+      if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')])
+      const next = await pending
+      if (next.done) break
+      chunk = next.value
+      pending = reader.read()
     }
     res.end()
+  } catch (err) {
+    // The body failed half-way: cut the response short (the client must not
+    // take it for complete), as node:http does by destroying the socket.
+    if (!res.headersSent) throw err
+    res.destroy(err as Error)
   } finally {
     signal.removeEventListener('abort', cancel)
   }

@@ -121,7 +121,13 @@ export class Server extends EventEmitter {
       this.#loops = Array.from({ length: parallel }, () => this.#serve(socket))
       process.nextTick(() => this.emit('listening'))
     } catch (err) {
-      process.nextTick(() => this.emit('error', err))
+      // node:net reports a failed bind as a 'listen' error.
+      const e = err as Error & { syscall?: string }
+      if (e.syscall === 'bind') {
+        e.syscall = 'listen'
+        e.message = e.message.replace(/^bind /, 'listen ')
+      }
+      process.nextTick(() => this.emit('error', e))
     }
     return this
   }
@@ -136,11 +142,15 @@ export class Server extends EventEmitter {
   close(cb?: (err?: Error) => void): this {
     const socket = this.#socket
     if (!socket || socket.closed) {
+      // As node:http: 'close' is emitted, and cb gets ERR_SERVER_NOT_RUNNING.
       if (cb) {
-        const err = new Error('Server is not running.') as Error & { code: string }
-        err.code = 'ERR_SERVER_NOT_RUNNING'
-        process.nextTick(cb, err)
+        this.once('close', () => {
+          const err = new Error('Server is not running.') as Error & { code: string }
+          err.code = 'ERR_SERVER_NOT_RUNNING'
+          cb(err)
+        })
       }
+      process.nextTick(() => this.emit('close'))
       return this
     }
     if (cb) this.once('close', () => cb())
@@ -161,7 +171,7 @@ export class Server extends EventEmitter {
     return this
   }
 
-  setTimeout(ms: number, cb?: () => void): this {
+  setTimeout(ms: number, cb?: (socket: FcgiConnection) => void): this {
     this.timeout = ms
     if (cb) this.on('timeout', cb)
     return this
@@ -195,7 +205,8 @@ export class Server extends EventEmitter {
       if (!req.destroyed) req.destroy(abortedError())
       conn.destroy()
     }
-    fcgi.once('aborted', onAborted)
+    if (fcgi.aborted) process.nextTick(onAborted)  // the abort came with the request
+    else fcgi.once('aborted', onAborted)
     if (this.timeout > 0) {
       conn.setTimeout(this.timeout, () => {
         const handled = res.emit('timeout', conn) || req.emit('timeout', conn) || this.emit('timeout', conn)
@@ -204,7 +215,7 @@ export class Server extends EventEmitter {
     }
     let timer: NodeJS.Timeout | undefined
     if (this.requestTimeout > 0) {
-      timer = setTimeout(() => this.#timedOut(req, res, conn), this.requestTimeout)
+      timer = setTimeout(() => this.#timedOut(res, conn), this.requestTimeout)
       timer.unref()
     }
     conn.once('close', () => {
@@ -243,7 +254,8 @@ export class Server extends EventEmitter {
     }
   }
 
-  #timedOut(req: IncomingMessage, res: ServerResponse, conn: FcgiConnection): void {
+  /** requestTimeout: 408 if nothing was sent; else the response is cut short. */
+  #timedOut(res: ServerResponse, conn: FcgiConnection): void {
     if (res.writableEnded) return
     if (!res.headersSent) {
       res.statusCode = 408
@@ -252,7 +264,6 @@ export class Server extends EventEmitter {
     } else {
       conn.destroy()
     }
-    if (!req.destroyed) req.destroy()
   }
 
   /** 'error' is for the listening socket (as node:http); listener failures go to 'requestError', else stderr. */
