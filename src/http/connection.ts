@@ -184,6 +184,9 @@ export function createIncomingMessage(conn: FcgiConnection, info: CgiRequestInfo
   req.rawHeaders = info.rawHeaders
   req.env = env
   req.role = conn.fcgi.role
+  // As node:http's parser: a request without a body is complete at once.
+  const length = info.headers['content-length']
+  if ((length === undefined || length === '0') && info.headers['transfer-encoding'] === undefined) req.complete = true
   attachBody(req, conn.fcgi)
   return req
 }

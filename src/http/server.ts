@@ -23,9 +23,11 @@ export interface ServerOptions extends Omit<SocketOptions, 'maxConns'> {
   /** Connections held open at most, idle ones included (default max(1024, maxConns)). */
   maxConnections?: number
   /**
-   * Milliseconds a request may take from its arrival to the end of its
-   * response; then it is answered 408 (if nothing was sent yet) and ended.
-   * 0 disables it. Default 300000, as node:http's requestTimeout.
+   * Milliseconds the web server may take to deliver the request body, as
+   * node:http's requestTimeout: a request whose body is still incomplete
+   * then is answered 408 (if nothing was sent yet; else cut short). Once the
+   * body is in, the response may take as long as it needs (see
+   * setTimeout() for an inactivity limit). 0 disables it. Default 300000.
    */
   requestTimeout?: number
 }
@@ -214,9 +216,12 @@ export class Server extends EventEmitter {
       })
     }
     let timer: NodeJS.Timeout | undefined
-    if (this.requestTimeout > 0) {
-      timer = setTimeout(() => this.#timedOut(res, conn), this.requestTimeout)
+    if (this.requestTimeout > 0 && !req.complete) {
+      timer = setTimeout(() => {
+        if (!req.complete) this.#timedOut(res, conn)
+      }, this.requestTimeout)
       timer.unref()
+      req.once('end', () => clearTimeout(timer))
     }
     conn.once('close', () => {
       fcgi.off('aborted', onAborted)  // the Request object serves the next request
@@ -245,31 +250,35 @@ export class Server extends EventEmitter {
   /** A listener that throws (or whose promise rejects): 500 if nothing was sent, and a report. */
   #listenerFailed(err: Error, req: IncomingMessage, res: ServerResponse): void {
     this.#report(err, req, res)
-    if (!res.headersSent && !res.writableEnded) {
-      res.statusCode = 500
-      res.setHeader('Content-Type', 'text/plain; charset=utf-8')
-      res.end('Internal Server Error\n')
-    } else if (!res.writableEnded) {
-      res.destroy(err)
-    }
+    if (res.writableEnded) return
+    if (res.headersSent || !endWith(res, 500, 'Internal Server Error\n')) res.destroy(err)
   }
 
   /** requestTimeout: 408 if nothing was sent; else the response is cut short. */
   #timedOut(res: ServerResponse, conn: FcgiConnection): void {
     if (res.writableEnded) return
-    if (!res.headersSent) {
-      res.statusCode = 408
-      res.setHeader('Connection', 'close')
-      res.end()
-    } else {
-      conn.destroy()
-    }
+    if (res.headersSent || !endWith(res, 408, undefined)) conn.destroy()
   }
 
   /** 'error' is for the listening socket (as node:http); listener failures go to 'requestError', else stderr. */
   #report(err: Error, req?: IncomingMessage, res?: ServerResponse): void {
     if (this.listenerCount('requestError') > 0) this.emit('requestError', err, req, res)
     else console.error('libfcgi: request listener failed:', err)
+  }
+}
+
+/**
+ * Answers with a plain status (and body); false when node:http refused (the
+ * app left headers it cannot send): the caller then destroys the response.
+ */
+function endWith(res: ServerResponse, status: number, body: string | undefined): boolean {
+  try {
+    res.statusCode = status
+    if (body !== undefined) res.setHeader('Content-Type', 'text/plain; charset=utf-8')
+    res.end(body)
+    return true
+  } catch {
+    return false
   }
 }
 

@@ -231,20 +231,47 @@ describe('a request listener that fails', () => {
   })
 })
 
-describe('requestTimeout', () => {
-  it('a response never started is answered 408 once requestTimeout passes', async () => {
+describe('requestTimeout (as node:http: the time to receive the request)', () => {
+  /** A POST announcing 10 body bytes of which only 3 ever arrive; returns what came back and whether END_REQUEST did. */
+  async function postStalled(path: string, uri: string): Promise<{ stdout: Buffer; ended: boolean }> {
+    const conn = await FcgiConnection.connect({ path })
+    try {
+      await conn.write(Buffer.concat([
+        encodeBeginRequest(1, 1, false),
+        encodeParams(1, defaultParams({ REQUEST_URI: uri, REQUEST_METHOD: 'POST', CONTENT_LENGTH: '10' })),
+        encodeRecord(FCGI_STDIN, 1, Buffer.from('abc')),
+      ]))
+      const stdout: Buffer[] = []
+      for (;;) {
+        let rec
+        try {
+          rec = await conn.readRecord(10000)
+        } catch (err) {
+          if (conn.closed) return { stdout: Buffer.concat(stdout), ended: false }
+          throw err
+        }
+        if (rec.type === FCGI_STDOUT) stdout.push(rec.content)
+        if (rec.type === FCGI_END_REQUEST) return { stdout: Buffer.concat(stdout), ended: true }
+      }
+    } finally {
+      conn.destroy()
+    }
+  }
+
+  it('a request whose body does not arrive in time is answered 408', async () => {
     const events: string[] = []
     const { server, path } = await start((req, res) => {
       if (ok(req, res)) return
       res.on('close', () => events.push('res close'))
       req.on('close', () => events.push('req close'))
-      // never answered
+      req.resume()  // reads the body, which never completes
     }, { requestTimeout: 500 })
     const failures = collectFailures(server)
     const t0 = Date.now()
-    const r = await get(path, '/never', 10000)
+    const r = await postStalled(path, '/stalled')
     expect(Date.now() - t0).toBeGreaterThanOrEqual(450)
-    expect(r.status).toBe(408)
+    expect(r.ended).toBe(true)
+    expect(parseCgiResponse(r.stdout).status).toBe(408)
     await waitFor(() => events.length === 2, { what: "'close' on req and res" })
     expect(events.sort()).toEqual(['req close', 'res close'])
     expect(failures).toEqual([])
@@ -252,16 +279,16 @@ describe('requestTimeout', () => {
     await uncaught.expectNone()
   })
 
-  it('a response started but never ended is cut short once requestTimeout passes', async () => {
+  it('a response already started when the body times out is cut short', async () => {
     const { server, path } = await start((req, res) => {
       if (ok(req, res)) return
       res.writeHead(200, { 'Content-Type': 'text/plain' })
       res.write('started')
-      // never ended
+      req.resume()
     }, { requestTimeout: 500 })
     const failures = collectFailures(server)
     const t0 = Date.now()
-    const cut = await getCut(path, '/unended')
+    const cut = await postStalled(path, '/unended')
     expect(Date.now() - t0).toBeGreaterThanOrEqual(450)
     expect(cut.ended).toBe(false)  // the web server must not take it for complete
     const r = parseCgiResponse(cut.stdout)
@@ -269,6 +296,22 @@ describe('requestTimeout', () => {
     expect(r.body.toString()).toBe('started')
     expect(failures).toEqual([])
     await expectServing(path)
+    await uncaught.expectNone()
+  })
+
+  it('a complete request may take longer than requestTimeout to answer (SSE, long downloads), as on node:http', async () => {
+    const { path } = await start(async (req, res) => {
+      if (ok(req, res)) return
+      res.writeHead(200, { 'Content-Type': 'text/plain' })
+      for (let i = 0; i < 8; i++) {
+        res.write(String(i))
+        await sleep(100)
+      }
+      res.end('!')
+    }, { requestTimeout: 300 })
+    const r = await get(path, '/slow-but-fine', 10000)
+    expect(r.status).toBe(200)
+    expect(r.body.toString()).toBe('01234567!')
     await uncaught.expectNone()
   })
 })
@@ -579,7 +622,10 @@ describe('after all of that', () => {
     expect(late.ended).toBe(false)
     expect(parseCgiResponse(late.stdout).body.toString()).toBe('part')
     expect((await get(path, '/write-after-end')).body.toString()).toBe('done')
-    expect((await get(path, '/park', 5000)).status).toBe(408)
+    const stalled = await FcgiConnection.connect({ path })
+    await stalled.write(Buffer.concat([encodeBeginRequest(1, 1, false), encodeParams(1, defaultParams({ REQUEST_URI: '/park', REQUEST_METHOD: 'POST', CONTENT_LENGTH: '10' }))]))
+    expect(parseCgiResponse((await stalled.readUntilEnd(1, 5000)).stdout).status).toBe(408)
+    stalled.destroy()
     expect(parked?.writableEnded).toBe(true)
     // a client that leaves
     const conn = await FcgiConnection.connect({ path })
