@@ -80,15 +80,20 @@ async function get(path: string, uri: string, timeoutMs = 5000) {
  * the socket). Returns what arrived before.
  */
 async function getCut(path: string, uri: string): Promise<{ stdout: Buffer; ended: boolean }> {
+  return exchange(path, encodeRequest({ requestId: 1, params: defaultParams({ REQUEST_URI: uri }) }))
+}
+
+/** Sends raw records, collects FCGI_STDOUT until FCGI_END_REQUEST (ended) or the connection closes. */
+async function exchange(path: string, records: Buffer): Promise<{ stdout: Buffer; ended: boolean }> {
   const conn = await FcgiConnection.connect({ path })
   try {
-    void conn.write(encodeRequest({ requestId: 1, params: defaultParams({ REQUEST_URI: uri }) }))
+    void conn.write(records)
     const stdout: Buffer[] = []
     for (;;) {
       if (conn.closed && conn.pending.length === 0) return { stdout: Buffer.concat(stdout), ended: false }
       let rec
       try {
-        rec = await conn.readRecord(5000)
+        rec = await conn.readRecord(10000)
       } catch (err) {
         if (conn.closed) return { stdout: Buffer.concat(stdout), ended: false }
         throw err
@@ -233,29 +238,12 @@ describe('a request listener that fails', () => {
 
 describe('requestTimeout (as node:http: the time to receive the request)', () => {
   /** A POST announcing 10 body bytes of which only 3 ever arrive; returns what came back and whether END_REQUEST did. */
-  async function postStalled(path: string, uri: string): Promise<{ stdout: Buffer; ended: boolean }> {
-    const conn = await FcgiConnection.connect({ path })
-    try {
-      await conn.write(Buffer.concat([
-        encodeBeginRequest(1, 1, false),
-        encodeParams(1, defaultParams({ REQUEST_URI: uri, REQUEST_METHOD: 'POST', CONTENT_LENGTH: '10' })),
-        encodeRecord(FCGI_STDIN, 1, Buffer.from('abc')),
-      ]))
-      const stdout: Buffer[] = []
-      for (;;) {
-        let rec
-        try {
-          rec = await conn.readRecord(10000)
-        } catch (err) {
-          if (conn.closed) return { stdout: Buffer.concat(stdout), ended: false }
-          throw err
-        }
-        if (rec.type === FCGI_STDOUT) stdout.push(rec.content)
-        if (rec.type === FCGI_END_REQUEST) return { stdout: Buffer.concat(stdout), ended: true }
-      }
-    } finally {
-      conn.destroy()
-    }
+  function postStalled(path: string, uri: string): Promise<{ stdout: Buffer; ended: boolean }> {
+    return exchange(path, Buffer.concat([
+      encodeBeginRequest(1, 1, false),
+      encodeParams(1, defaultParams({ REQUEST_URI: uri, REQUEST_METHOD: 'POST', CONTENT_LENGTH: '10' })),
+      encodeRecord(FCGI_STDIN, 1, Buffer.from('abc')),
+    ]))
   }
 
   it('a request whose body does not arrive in time is answered 408', async () => {
