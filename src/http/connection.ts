@@ -235,6 +235,8 @@ export function createServerResponse(req: http.IncomingMessage, conn: FcgiConnec
     return store.call(this, line, headers)
   }
   res.assignSocket(conn as unknown as import('node:net').Socket)
+  // FCGI_STDERR: lines written here land in the web server's error log.
+  Object.defineProperty(res, 'stderr', { get: () => conn.fcgi.stderr, enumerable: false, configurable: true })
   conn.on('drain', () => {
     if (!res.writableFinished) res.emit('drain')
   })

@@ -14,7 +14,11 @@ export type IncomingMessage = http.IncomingMessage & {
   env: Record<string, string>
   role: 'RESPONDER' | 'AUTHORIZER' | 'FILTER'
 }
-export type ServerResponse = http.ServerResponse & { req: IncomingMessage }
+export type ServerResponse = http.ServerResponse & {
+  req: IncomingMessage
+  /** FCGI_STDERR of the request: what is written here goes to the web server's error log. */
+  readonly stderr: import('node:stream').Writable
+}
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => unknown
 
 export interface ServerOptions extends Omit<SocketOptions, 'maxConns'> {
