@@ -30,9 +30,6 @@ constexpr uint64_t kWakeId = 2;
 constexpr int kIdleThreadSeconds = 30;
 constexpr int kStarvedMs = 2;
 
-// A read found no input: the op waits in the poller instead of on a thread.
-constexpr int kParked = -2000;
-
 int64_t NowMs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -14,7 +14,10 @@
 //               a deadline, then closed (avoids a RST that loses the reply)
 //
 // A Slot is libfcgi's FCGX_Request plus a strand: its operations run one at
-// a time, in order, on the worker pool.
+// a time, in order, on the worker pool. A read with no input waiting parks
+// in the poller instead of holding a thread. The pool starts max(4, 2 x
+// cores) threads as needed and adds more (up to max_threads) only when all of
+// them are stuck, e.g. writing to peers that do not read.
 #pragma once
 
 #include <fcgiapp.h>
