@@ -5,9 +5,9 @@
  * ErrorLog and the run-time directory live in a fresh temporary directory,
  * only the modules listed below are loaded (from /usr/lib/apache2/modules),
  * and the server listens on 127.0.0.1:<free port>. `apache2 -DFOREGROUND`
- * runs in its own process group, which stop() kills; like nginx.ts, every
- * instance is also killed on process exit / SIGTERM / SIGINT / SIGHUP and by
- * a watchdog shell should the test process be SIGKILLed.
+ * runs in its own process group, which stop() kills; like nginx.ts (both use
+ * daemon.ts), every instance is also killed on process exit / SIGTERM / SIGINT /
+ * SIGHUP and by a watchdog shell should the test process be SIGKILLed.
  *
  * What mod_proxy_fcgi (Apache 2.4.x) sends, found by tracing it
  * (LogLevel proxy_fcgi:trace8), for `ProxyPass "/app/" "...|fcgi://localhost/sub/"`
@@ -43,12 +43,10 @@
  * ServerRoot is made 0755 for the same reason. As a normal user, Apache runs
  * everything as that user and User/Group are left out.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect as netConnect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { freePort, registerExitCleanup, sleep, tmpSocketPath } from './wait.js';
+import { DaemonGroup, linesMatching, readIfExists } from './daemon.js';
+import { tmpSocketPath } from './wait.js';
 
 export type ApacheUpstream = { port: number; host?: string } | { path: string };
 
@@ -89,15 +87,7 @@ export interface ApacheInstance {
 
 const MODULES = '/usr/lib/apache2/modules';
 
-interface Tracked {
-  child: ChildProcess;
-  watchdog: ChildProcess | undefined;
-  root: string;
-  exited: boolean;
-}
-
-const running = new Set<Tracked>();
-let hooksInstalled = false;
+const apaches = new DaemonGroup('apache-test-');
 
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 
@@ -115,57 +105,6 @@ export function apacheSocketPath(name = 'app'): string {
   const path = tmpSocketPath(name);
   chmodSync(dirname(path), 0o711);
   return path;
-}
-
-function killGroupSync(t: Tracked): void {
-  if (t.exited || t.child.pid === undefined) return;
-  try {
-    process.kill(-t.child.pid, 'SIGKILL');
-  } catch {
-    // already gone
-  }
-}
-
-function cleanupAllSync(): void {
-  for (const t of running) {
-    killGroupSync(t);
-    try {
-      t.watchdog?.kill('SIGKILL');
-    } catch {
-      // ignore
-    }
-    try {
-      rmSync(t.root, { recursive: true, force: true });
-    } catch {
-      // ignore
-    }
-  }
-  running.clear();
-}
-
-function installHooks(): void {
-  if (hooksInstalled) return;
-  hooksInstalled = true;
-  registerExitCleanup(cleanupAllSync);
-}
-
-/** As nginx.ts: a shell that kills Apache's process group when our end of its stdin pipe closes. */
-function startWatchdog(pgid: number, root: string): ChildProcess | undefined {
-  try {
-    const script = 'read _x; kill -9 "-$0" 2>/dev/null; sleep 0.2; rm -rf "$1"';
-    const wd = spawn('/bin/sh', ['-c', script, String(pgid), root], {
-      stdio: ['pipe', 'ignore', 'ignore'],
-      detached: true,
-    });
-    wd.on('error', () => {});
-    const stdin = wd.stdin as Socket | null;
-    stdin?.on('error', () => {});
-    stdin?.unref();
-    wd.unref();
-    return wd;
-  } catch {
-    return undefined;
-  }
 }
 
 function backendUrl(u: ApacheUpstream, path: string): string {
@@ -216,170 +155,44 @@ function buildConfig(root: string, port: number, o: StartApacheOptions): string 
   return lines.join('\n');
 }
 
-function readIfExists(path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return '';
-  }
-}
-
-function tcpProbe(port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = netConnect({ port, host: '127.0.0.1' });
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve(false);
-    }, timeoutMs);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(false);
-    });
-  });
-}
-
-function waitExit(t: Tracked, timeoutMs: number): Promise<boolean> {
-  if (t.exited) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      t.child.off('exit', onExit);
-      resolve(false);
-    }, timeoutMs);
-    const onExit = (): void => {
-      clearTimeout(timer);
-      resolve(true);
-    };
-    t.child.once('exit', onExit);
-  });
-}
-
-async function stopTracked(t: Tracked): Promise<void> {
-  if (!t.exited && t.child.pid !== undefined) {
-    try {
-      process.kill(t.child.pid, 'SIGTERM'); // apache2: stop now (children too)
-    } catch {
-      // gone
-    }
-    if (!(await waitExit(t, 5000))) {
-      killGroupSync(t);
-      await waitExit(t, 2000);
-    }
-  }
-  if (t.child.pid !== undefined) {
-    try {
-      process.kill(-t.child.pid, 'SIGKILL');
-    } catch {
-      // none left
-    }
-  }
-  try {
-    t.watchdog?.kill('SIGKILL');
-  } catch {
-    // ignore
-  }
-  running.delete(t);
-  rmSync(t.root, { recursive: true, force: true });
-}
-
-class StartError extends Error {
-  constructor(
-    message: string,
-    readonly addressInUse: boolean,
-  ) {
-    super(message);
-  }
-}
-
-async function startOnce(opts: StartApacheOptions): Promise<ApacheInstance> {
-  const bin = apacheBinary();
-  const port = await freePort();
-  const root = mkdtempSync(join(tmpdir(), 'apache-test-'));
-  chmodSync(root, 0o755);
-  for (const d of ['logs', 'run', 'htdocs']) mkdirSync(join(root, d));
-  const config = buildConfig(root, port, opts);
-  const confPath = join(root, 'httpd.conf');
-  writeFileSync(confPath, config);
-  const errorLogPath = join(root, 'logs/error.log');
-
-  installHooks();
-  const child = spawn(bin, ['-f', confPath, '-DFOREGROUND'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true, // own process group: parent and children are killed together
-    // Debian's envvars script is not used: the configuration names no ${APACHE_*}.
-    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C' },
-  });
-  const t: Tracked = { child, watchdog: undefined, root, exited: false };
-  running.add(t);
-  let output = '';
-  let spawnError: Error | undefined;
-  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
-  child.on('error', (err) => (spawnError = err));
-  child.on('exit', () => {
-    t.exited = true;
-  });
-  child.unref();
-  (child.stdout as Socket | null)?.unref();
-  (child.stderr as Socket | null)?.unref();
-  if (child.pid !== undefined) t.watchdog = startWatchdog(child.pid, root);
-
-  const startTimeout = opts.startTimeoutMs ?? 10000;
-  const deadline = Date.now() + startTimeout;
-  const fail = async (why: string): Promise<never> => {
-    const log = readIfExists(errorLogPath);
-    const text = `${output}\n${log}`;
-    await stopTracked(t).catch(() => {});
-    throw new StartError(
-      `apache2 failed to start (${why}).\n--- output ---\n${output.trim()}\n--- error.log ---\n${log.trim()}\n--- httpd.conf ---\n${config}`,
-      /Address already in use|could not bind/.test(text),
-    );
-  };
-  for (;;) {
-    if (spawnError) return fail(`spawn error: ${spawnError.message}`);
-    if (t.exited) return fail(`exited with code ${child.exitCode} signal ${child.signalCode}`);
-    // The pid file is written after the listening socket is bound.
-    if (existsSync(join(root, 'httpd.pid')) && (await tcpProbe(port, 500)) && !t.exited) break;
-    if (t.exited) return fail(`exited with code ${child.exitCode} signal ${child.signalCode}`);
-    if (Date.now() >= deadline) return fail(`port ${port} not accepting connections after ${startTimeout} ms`);
-    await sleep(50);
-  }
-
-  return {
-    port,
-    url: `http://127.0.0.1:${port}`,
-    root,
-    pid: child.pid ?? -1,
-    config,
-    errorLog: () => readIfExists(errorLogPath),
-    errorLogProblems: () =>
-      readIfExists(errorLogPath)
-        .split('\n')
-        .filter((l) => /\[[a-z_0-9]*:(error|crit|alert|emerg)\]/.test(l)),
-    stop: () => stopTracked(t),
-  };
-}
-
 /** Start Apache proxying `prefix` (default "/") to the FastCGI upstream. Retries up to 3 times on port clashes. */
 export async function startApache(opts: StartApacheOptions): Promise<ApacheInstance> {
-  let lastErr: unknown;
-  for (let attempt = 1; attempt <= 3; attempt++) {
-    try {
-      return await startOnce(opts);
-    } catch (err) {
-      lastErr = err;
-      if (!(err instanceof StartError) || !err.addressInUse) throw err;
-    }
-  }
-  throw lastErr;
+  const { daemon, dir: root, port, url, plan } = await apaches.start(
+    (root, port) => {
+      chmodSync(root, 0o755);
+      for (const d of ['logs', 'run', 'htdocs']) mkdirSync(join(root, d));
+      const config = buildConfig(root, port, opts);
+      const confPath = join(root, 'httpd.conf');
+      writeFileSync(confPath, config);
+      return {
+        command: apacheBinary(),
+        args: ['-f', confPath, '-DFOREGROUND'],
+        // Debian's envvars script is not used: the configuration names no ${APACHE_*}.
+        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C' },
+        stopSignal: 'SIGTERM', // apache2: stop now (children too)
+        pidFile: join(root, 'httpd.pid'),
+        errorLog: join(root, 'logs/error.log'),
+        config,
+        describeFailure: (why: string, output: string, log: string) =>
+          `apache2 failed to start (${why}).\n--- output ---\n${output.trim()}\n--- error.log ---\n${log.trim()}\n--- httpd.conf ---\n${config}`,
+        addressInUse: /Address already in use|could not bind/,
+      };
+    },
+    opts.startTimeoutMs,
+  );
+  return {
+    port,
+    url,
+    root,
+    pid: daemon.pid,
+    config: plan.config,
+    errorLog: () => readIfExists(plan.errorLog),
+    errorLogProblems: () => linesMatching(plan.errorLog, /\[[a-z_0-9]*:(error|crit|alert|emerg)\]/),
+    stop: () => daemon.stop(),
+  };
 }
 
 /** Stop every Apache started by this module (for afterEach/afterAll). */
 export async function stopAllApache(): Promise<void> {
-  await Promise.all([...running].map((t) => stopTracked(t).catch(() => {})));
+  await apaches.stopAll();
 }
