@@ -157,7 +157,10 @@ void Server::ReleaseSlot(Slot* s) {
 }
 
 void Server::Accept(Slot* s) {
-  std::lock_guard<std::mutex> lock(mu_);
+  FromJs([&] { AcceptLocked(s); });
+}
+
+void Server::AcceptLocked(Slot* s) {
   if (s->active || s->waiting) {
     // The JS layer finishes a request before accepting the next one.
     auto* c = new Completion();
@@ -181,36 +184,40 @@ void Server::Accept(Slot* s) {
 }
 
 void Server::Read(Slot* s, int stream, size_t max) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Op op{OpKind::kRead};
-  op.stream = stream;
-  op.max = max;
-  Enqueue(s, std::move(op));
+  FromJs([&] {
+    Op op{OpKind::kRead};
+    op.stream = stream;
+    op.max = max;
+    Enqueue(s, std::move(op));
+  });
 }
 
 void Server::Write(Slot* s, int stream, std::vector<char> bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Op op{OpKind::kWrite};
-  op.stream = stream;
-  op.bytes = std::move(bytes);
-  Enqueue(s, std::move(op));
+  FromJs([&] {
+    Op op{OpKind::kWrite};
+    op.stream = stream;
+    op.bytes = std::move(bytes);
+    Enqueue(s, std::move(op));
+  });
 }
 
 void Server::Finish(Slot* s, int exit_status, std::vector<char> bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Op op{OpKind::kFinish};
-  op.exit_status = exit_status;
-  op.bytes = std::move(bytes);
-  if (s->active) s->finishing = true;
-  Enqueue(s, std::move(op));
+  FromJs([&] {
+    Op op{OpKind::kFinish};
+    op.exit_status = exit_status;
+    op.bytes = std::move(bytes);
+    if (s->active) s->finishing = true;
+    Enqueue(s, std::move(op));
+  });
 }
 
 void Server::Abort(Slot* s) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Op op{OpKind::kFinish};
-  op.abort = true;
-  if (s->active) s->finishing = true;
-  Enqueue(s, std::move(op));
+  FromJs([&] {
+    Op op{OpKind::kFinish};
+    op.abort = true;
+    if (s->active) s->finishing = true;
+    Enqueue(s, std::move(op));
+  });
 }
 
 void Server::Close() {
@@ -582,7 +589,28 @@ void Server::Schedule(Slot* s) {
       Wake();
     }
   }
-  work_cv_.notify_one();
+  if (idle_threads_ == 0) return;  // a busy worker takes it when done
+  if (defer_notify_) {
+    deferred_notifies_++;  // sent by the caller once mu_ is released
+  } else {
+    work_cv_.notify_one();
+  }
+}
+
+// The JS thread's entry points: wake workers only after releasing mu_, so a
+// woken worker does not go straight back to sleep on the mutex we hold.
+template <typename F>
+void Server::FromJs(F&& f) {
+  int notifies;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    defer_notify_ = true;
+    f();
+    defer_notify_ = false;
+    notifies = deferred_notifies_;
+    deferred_notifies_ = 0;
+  }
+  while (notifies-- > 0) work_cv_.notify_one();
 }
 
 void Server::SpawnWorker() {

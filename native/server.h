@@ -164,6 +164,9 @@ class Server {
   void HandleConnEvent(Conn* conn, uint32_t ev);  // mu_ held
   void Dispatch();                                // mu_ held
   void Schedule(Slot* slot);                      // mu_ held
+  template <typename F>
+  void FromJs(F&& f);                             // runs f under mu_
+  void AcceptLocked(Slot* slot);                  // mu_ held
   void Enqueue(Slot* slot, Op op);                // mu_ held
   void Run(Slot* slot, Op& op, std::unique_lock<std::mutex>& lock);
   void RunAccept(Slot* slot);
@@ -202,6 +205,8 @@ class Server {
   // runnable threads than cores only steal CPU from the JS thread.
   int core_threads_ = 4;
   bool watching_ = false;
+  bool defer_notify_ = false;   // inside FromJs: notify after unlocking
+  int deferred_notifies_ = 0;
   int64_t last_progress_ms_ = 0;
   bool stopping_ = false;
   bool closed_ = false;

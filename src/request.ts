@@ -4,6 +4,7 @@ import { EventEmitter } from 'node:events'
 import { Readable, Writable } from 'node:stream'
 
 import { FastCGIError, statusError } from './errors.js'
+import { envFromPairs } from './http/cgi.js'
 import { EventKind, native, type SlotHandle, STATUS_CLOSED } from './native.js'
 import { FcgiSocket, inheritedSocket } from './socket.js'
 
@@ -127,15 +128,7 @@ export class Request extends EventEmitter {
    * are joined as node:http joins repeated headers (", ", "; " for cookies).
    */
   get env(): Record<string, string> {
-    if (this.#env === undefined) {
-      const env: Record<string, string> = {}
-      for (const [name, value] of this.paramPairs()) {
-        const seen = env[name]
-        if (seen === undefined) env[name] = value
-        else if (name.startsWith('HTTP_')) env[name] = `${seen}${name === 'HTTP_COOKIE' ? '; ' : ', '}${value}`
-      }
-      this.#env = env
-    }
+    this.#env ??= envFromPairs(this.paramPairs())
     return this.#env
   }
 

@@ -67,6 +67,36 @@ export function requestUrl(env: Readonly<Record<string, string>>): string {
   return (path === '' ? '/' : path) + (query ? `?${query}` : '')
 }
 
+/**
+ * Params as [name, value] pairs (repeats included) -> the CGI environment as
+ * a plain object: a repeated name keeps its first value, but HTTP_* values
+ * are joined as node:http joins repeated headers (", ", "; " for cookies).
+ */
+export function envFromPairs(pairs: ReadonlyArray<readonly [string, string]>): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const [name, value] of pairs) {
+    const seen = env[name]
+    if (seen === undefined) env[name] = value
+    else if (name.startsWith('HTTP_')) env[name] = `${seen}${name === 'HTTP_COOKIE' ? '; ' : ', '}${value}`
+  }
+  return env
+}
+
+// The variables cgiToRequestInfo reads besides HTTP_*.
+const REQUEST_VARS = new Set([
+  'REQUEST_METHOD', 'REQUEST_URI', 'SCRIPT_NAME', 'PATH_INFO', 'QUERY_STRING', 'SERVER_PROTOCOL', 'CONTENT_TYPE',
+  'CONTENT_LENGTH', 'REMOTE_ADDR', 'REMOTE_PORT', 'SERVER_ADDR', 'SERVER_PORT', 'HTTPS',
+])
+
+/** cgiToRequestInfo from the pairs alone (no full environment object is built). */
+export function requestInfoFromPairs(pairs: ReadonlyArray<readonly [string, string]>): CgiRequestInfo {
+  const vars: Record<string, string> = {}
+  for (const [name, value] of pairs) {
+    if (REQUEST_VARS.has(name) && vars[name] === undefined) vars[name] = value
+  }
+  return cgiToRequestInfo(vars, pairs)
+}
+
 // Repeated request headers, as node:http's IncomingMessage joins them: these
 // keep their first value, cookies join with "; ", the others with ", ".
 const FIRST_WINS = new Set([

@@ -5,7 +5,7 @@ import type http from 'node:http'
 import type { ListenAddress } from '../address.js'
 import { Request as FcgiRequest } from '../request.js'
 import { type FcgiSocket, FCGI_LISTENSOCK_FILENO, initSocket, type SocketAddress, type SocketOptions } from '../socket.js'
-import { cgiToRequestInfo } from './cgi.js'
+import { requestInfoFromPairs } from './cgi.js'
 import { abortedError, createIncomingMessage, createServerResponse, FcgiConnection } from './connection.js'
 
 /** node:http's IncomingMessage, plus the FastCGI params and role. */
@@ -196,10 +196,11 @@ export class Server extends EventEmitter {
   }
 
   #handle(fcgi: FcgiRequest): Promise<void> {
-    const env = fcgi.env
-    const info = cgiToRequestInfo(env, fcgi.paramPairs())
+    // The full environment object is built only if the app reads req.env.
+    const pairs = fcgi.paramPairs()
+    const info = requestInfoFromPairs(pairs)
     const conn = new FcgiConnection(fcgi, info)
-    const req = createIncomingMessage(conn, info, env) as IncomingMessage
+    const req = createIncomingMessage(conn, info, pairs) as IncomingMessage
     const res = createServerResponse(req, conn) as ServerResponse
     const done = new Promise<void>((resolve) => conn.once('close', resolve))
 
