@@ -185,9 +185,26 @@ export class Request extends EventEmitter {
     return this.#state === 'active'
   }
 
-  /** `FCGX_GetParam(name, envp)`. */
+  /**
+   * `FCGX_GetParam(name, envp)`: the value of one param, as `env[name]`,
+   * found in the params as received without building `env` (cheap enough
+   * for every request).
+   */
   getParam(name: string): string | undefined {
-    return Object.prototype.hasOwnProperty.call(this.env, name) ? this.env[name] : undefined
+    if (this.#env !== undefined) return Object.prototype.hasOwnProperty.call(this.#env, name) ? this.#env[name] : undefined
+    const params = this.#params
+    const key = `${name}=`
+    let value: string | undefined
+    for (let at = params.startsWith(key) ? 0 : params.indexOf(`\0${key}`); at >= 0; at = params.indexOf(`\0${key}`, at + 1)) {
+      const start = at === 0 && params.startsWith(key) ? key.length : at + 1 + key.length
+      const end = params.indexOf('\0', start)
+      const found = params.slice(start, end < 0 ? params.length : end)
+      if (value === undefined) value = found
+      else if (name.startsWith('HTTP_')) value += `${name === 'HTTP_COOKIE' ? '; ' : ', '}${found}`
+      else break
+      if (end < 0) break
+    }
+    return value
   }
 
   /** `FCGX_SetExitStatus`: the appStatus of FCGI_END_REQUEST. */

@@ -183,8 +183,7 @@ export function createIncomingMessage(conn: FcgiConnection, info: CgiRequestInfo
   req.headers = info.headers
   req.rawHeaders = info.rawHeaders
   // Made on first read, from this request's own params.
-  let env: Record<string, string> | undefined
-  Object.defineProperty(req, 'env', { get: () => (env ??= envFromPairs(pairs)), enumerable: true, configurable: true })
+  req.env = envFromPairs(pairs)
   req.role = conn.fcgi.role
   // As node:http's parser: a request without a body is complete at once.
   const length = info.headers['content-length']
@@ -238,7 +237,7 @@ export function createServerResponse(req: http.IncomingMessage, conn: FcgiConnec
   }
   res.assignSocket(conn as unknown as import('node:net').Socket)
   // FCGI_STDERR: lines written here land in the web server's error log.
-  Object.defineProperty(res, 'stderr', { get: () => conn.fcgi.stderr, enumerable: false, configurable: true })
+  ;(res as unknown as { stderr: unknown }).stderr = conn.fcgi.stderr
   conn.on('drain', () => {
     if (!res.writableFinished) res.emit('drain')
   })

@@ -57,3 +57,29 @@ describe('arguments', () => {
     sock = undefined
   })
 })
+
+describe('getParam', () => {
+  it('finds params as env does, without building env (first value; HTTP_* repeats joined)', async () => {
+    const path = tmpSocketPath('getparam')
+    sock = initSocket(path)
+    const req = new Request(sock)
+    const seen: Array<Record<string, string | undefined>> = []
+    const loop = (async () => {
+      while (await req.accept()) {
+        seen.push({ uri: req.getParam('REQUEST_URI'), multi: req.getParam('HTTP_X_MULTI'), cookie: req.getParam('HTTP_COOKIE'),
+          dup: req.getParam('DUP'), empty: req.getParam('EMPTY'), missing: req.getParam('MISSING'), first: req.getParam('FCGI_ROLE') })
+        seen.push({ uri: req.env.REQUEST_URI, multi: req.env.HTTP_X_MULTI, cookie: req.env.HTTP_COOKIE, dup: req.env.DUP,
+          empty: req.env.EMPTY, missing: req.env.MISSING, first: req.env.FCGI_ROLE })
+        req.stdout.write('Content-Type: text/plain\r\n\r\nok')
+        await req.finish()
+      }
+    })()
+    await fcgiRequest({ path }, { params: [['REQUEST_URI', '/p'], ['HTTP_X_MULTI', 'a'], ['HTTP_X_MULTI', 'b'], ['HTTP_COOKIE', 'c=1'],
+      ['HTTP_COOKIE', 'd=2'], ['DUP', 'one'], ['DUP', 'two'], ['EMPTY', '']] })
+    await sock.close()
+    await loop
+    sock = undefined
+    expect(seen[0]).toEqual({ uri: '/p', multi: 'a, b', cookie: 'c=1; d=2', dup: 'one', empty: '', missing: undefined, first: 'RESPONDER' })
+    expect(seen[1]).toEqual(seen[0])
+  })
+})
