@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events'
 import { Readable, Writable } from 'node:stream'
 
 import { FastCGIError, statusError } from './errors.js'
-import { envFromPairs } from './http/cgi.js'
+import { envFromPairs, joinRepeatedParam } from './http/cgi.js'
 import { EventKind, native, type SlotHandle, STATUS_CLOSED } from './native.js'
 import { FcgiSocket, inheritedSocket } from './socket.js'
 
@@ -200,8 +200,11 @@ export class Request extends EventEmitter {
       const end = params.indexOf('\0', start)
       const found = params.slice(start, end < 0 ? params.length : end)
       if (value === undefined) value = found
-      else if (name.startsWith('HTTP_')) value += `${name === 'HTTP_COOKIE' ? '; ' : ', '}${found}`
-      else break
+      else {
+        const joined = joinRepeatedParam(name, value, found)
+        if (joined === undefined) break
+        value = joined
+      }
       if (end < 0) break
     }
     return value

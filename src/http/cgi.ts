@@ -68,6 +68,16 @@ export function requestUrl(env: Readonly<Record<string, string>>): string {
 }
 
 /**
+ * A param seen again: the value it has then, or undefined to keep the first.
+ * HTTP_* values are joined as node:http joins repeated headers (", ", "; "
+ * for cookies); any other name keeps its first value.
+ */
+export function joinRepeatedParam(name: string, seen: string, value: string): string | undefined {
+  if (!name.startsWith('HTTP_')) return undefined
+  return `${seen}${name === 'HTTP_COOKIE' ? '; ' : ', '}${value}`
+}
+
+/**
  * Params as [name, value] pairs (repeats included) -> the CGI environment as
  * a plain object: a repeated name keeps its first value, but HTTP_* values
  * are joined as node:http joins repeated headers (", ", "; " for cookies).
@@ -77,7 +87,7 @@ export function envFromPairs(pairs: ReadonlyArray<readonly [string, string]>): R
   for (const [name, value] of pairs) {
     const seen = env[name]
     if (seen === undefined) env[name] = value
-    else if (name.startsWith('HTTP_')) env[name] = `${seen}${name === 'HTTP_COOKIE' ? '; ' : ', '}${value}`
+    else env[name] = joinRepeatedParam(name, seen, value) ?? seen
   }
   return env
 }
