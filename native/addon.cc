@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <deque>
@@ -317,6 +318,7 @@ Napi::Value ServerStatsJs(const Napi::CallbackInfo& info) {
   o.Set("acceptedConnections", static_cast<double>(s.accepted_connections));
   o.Set("refusedConnections", static_cast<double>(s.refused_connections));
   o.Set("requests", static_cast<double>(s.requests));
+  o.Set("inlineFinishes", static_cast<double>(s.inline_finishes));
   return o;
 }
 
@@ -383,12 +385,51 @@ Napi::Value AbortJs(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// finish(slot, exitStatus, stdout?: Buffer | Buffer[])
+// finish(slot, exitStatus, stdout?: Buffer | Buffer[], now?: boolean) -> status | undefined
+// With `now` (the JS side has no operation of this request outstanding), a
+// small response is sent from here, without a thread hop: the result is then
+// the status a kFinish completion would carry, and no completion follows.
+// undefined: the kFinish completion comes later, as for any operation.
 Napi::Value FinishJs(const Napi::CallbackInfo& info) {
-  if (Slot* s = GetSlot(info)) {
-    s->server->Finish(s, info[1].As<Napi::Number>().Int32Value(), CopyBytes(info[2]));
+  Napi::Env env = info.Env();
+  Slot* s = GetSlot(info);
+  if (!s) return env.Undefined();
+  int exit_status = info[1].As<Napi::Number>().Int32Value();
+  if (info[3].ToBoolean().Value()) {
+    // The JS buffers are read in place: FinishNow copies whatever it cannot
+    // send before returning.
+    iovec pieces[64];
+    int count = 0;
+    size_t len = 0;
+    bool fits = true;
+    Napi::Value v = info[2];
+    if (v.IsBuffer()) {
+      auto b = v.As<Napi::Buffer<char>>();
+      pieces[count++] = {b.Data(), b.Length()};
+      len = b.Length();
+    } else if (v.IsArray()) {
+      Napi::Array a = v.As<Napi::Array>();
+      fits = a.Length() <= 64;
+      for (uint32_t i = 0; fits && i < a.Length(); i++) {
+        auto b = a.Get(i).As<Napi::Buffer<char>>();
+        pieces[count++] = {b.Data(), b.Length()};
+        len += b.Length();
+      }
+    }
+    int status = 0;
+    if (fits) {
+      switch (s->server->FinishNow(s, exit_status, pieces, count, len, &status)) {
+        case Server::FinishResult::kDone:
+          return Napi::Number::New(env, status);
+        case Server::FinishResult::kQueued:
+          return env.Undefined();
+        case Server::FinishResult::kNotNow:
+          break;
+      }
+    }
   }
-  return info.Env().Undefined();
+  s->server->Finish(s, exit_status, CopyBytes(info[2]));
+  return env.Undefined();
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

@@ -11,6 +11,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,6 +46,50 @@ bool InputReady(FCGX_Stream* in, int fd) {
 }
 
 int Avail(FCGX_Stream* s) { return static_cast<int>(s->stop - s->rdNext); }
+
+// Is the request's FCGI_STDIN already complete in libfcgi's buffer? A web
+// server sends a bodiless request's empty FCGI_STDIN record together with
+// its params, so libfcgi's first read took it in too. If so, consume it
+// (the request's input is then done) without any read(2): only an empty,
+// unpadded FCGI_STDIN record of this request lying whole in the buffer
+// qualifies; anything else is left for the app's reads.
+bool ConsumeBufferedEmptyStdin(FCGX_Stream* in, int request_id) {
+  if (FCGX_HasSeenEOF(in) == EOF) return FCGX_GetError(in) == 0;
+  if (Avail(in) != 0 || FCGX_InputBuffered(in) < FCGI_HEADER_LEN) return false;
+  // With nothing of the current record left (Avail 0), the raw bytes of the
+  // next record start at rdNext.
+  const unsigned char* h = in->rdNext;
+  if (h[0] != FCGI_VERSION_1 || h[1] != FCGI_STDIN || ((h[2] << 8) | h[3]) != request_id ||
+      h[4] != 0 || h[5] != 0 || h[6] != 0)
+    return false;
+  return FCGX_GetChar(in) == EOF && FCGX_HasSeenEOF(in) == EOF && FCGX_GetError(in) == 0;
+}
+
+// The 8 bytes of a record header.
+void PutHeader(unsigned char* h, int type, int request_id, size_t content, int padding) {
+  h[0] = FCGI_VERSION_1;
+  h[1] = static_cast<unsigned char>(type);
+  h[2] = static_cast<unsigned char>((request_id >> 8) & 0xff);
+  h[3] = static_cast<unsigned char>(request_id & 0xff);
+  h[4] = static_cast<unsigned char>((content >> 8) & 0xff);
+  h[5] = static_cast<unsigned char>(content & 0xff);
+  h[6] = static_cast<unsigned char>(padding);
+  h[7] = 0;
+}
+
+// write(2) all of it on a blocking descriptor; 0 or errno.
+int WriteAll(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return 0;
+}
 
 // Our threads run as SCHED_BATCH (Linux): a woken worker does not preempt
 // the thread that woke it, so handing work over from the JS thread does not
@@ -718,6 +763,11 @@ void Server::RunAccept(Slot* s) {
   s->req.detached = 1;
   int rc = FCGX_Accept_r(&s->req);
 
+  bool input_done = false;
+  if (rc == 0 && s->req.role != FCGI_FILTER) {
+    input_done = ConsumeBufferedEmptyStdin(s->req.in, s->req.requestId);
+  }
+
   auto* c = new Completion();
   c->slot_id = s->id;
   c->kind = EventKind::kAccept;
@@ -734,9 +784,12 @@ void Server::RunAccept(Slot* s) {
     s->keep_conn = s->req.keepConnection != 0;
     s->req.keepConnection = 1;
     s->active = true;
-    s->aborted = s->finishing = s->input_done = s->data_started = false;
+    s->aborted = s->finishing = s->data_started = s->err_written = false;
+    // With the input read to its end, only FCGI_ABORT_REQUEST or a hang-up
+    // can come for this request: watch for both (see RunRead).
+    s->input_done = input_done;
     stats_.requests++;
-    if (!stopping_) Arm(conn, EPOLLRDHUP | EPOLLONESHOT);
+    if (!stopping_) Arm(conn, input_done ? EPOLLIN | EPOLLRDHUP | EPOLLONESHOT : EPOLLRDHUP | EPOLLONESHOT);
     Post(c);
     if (!s->js_alive) {
       // Nobody will answer it: end the request at once.
@@ -866,6 +919,7 @@ void Server::RunWrite(Slot* s, Op& op) {
     c->status = ECANCELED;
   } else {
     int len = static_cast<int>(op.bytes.size());
+    if (len > 0 && op.stream == 2) s->err_written = true;
     if (len > 0 && FCGX_PutStr(op.bytes.data(), len, st) == len) FCGX_FFlush(st);
     c->status = FCGX_GetError(st);
   }
@@ -883,6 +937,14 @@ void Server::RunFinish(Slot* s, Op& op) {
     if (s->conn) fd = s->conn->fd;
   }
   if (!active) return;
+  if (op.raw) {
+    // The rest of the end records FinishNow could not send at once.
+    FCGX_Free(&s->req, 0);
+    int err = WriteAll(fd, op.bytes.data(), op.bytes.size());
+    std::lock_guard<std::mutex> lock(mu_);
+    if (err != 0) s->write_failed = true;
+    return;
+  }
   if (op.abort) {
     // Free libfcgi's streams without writing anything; the connection is
     // closed under the lock in AfterRequest.
@@ -925,27 +987,7 @@ void Server::AfterRequest(Slot* s) {
   auto* c = new Completion();
   c->slot_id = s->id;
   c->kind = EventKind::kFinish;
-  if (s->active) {
-    Conn* conn = s->conn;
-    s->conn = nullptr;
-    s->active = false;
-    s->finishing = false;
-    if (s->cut) {
-      s->cut = false;
-      CloseConn(conn, false);  // no FCGI_END_REQUEST: the response is cut short
-    } else if (s->req.ipcFd < 0) {
-      conn->fd = -1;  // libfcgi closed it after a write error
-      c->status = EPIPE;
-      CloseConn(conn, false);
-    } else if (!s->keep_conn || closed_ || stopping_ || !s->input_done || s->aborted) {
-      CloseConn(conn, true);
-    } else {
-      conn->state = Conn::State::kIdle;
-      conn->slot = nullptr;
-      Arm(conn, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT);
-    }
-    s->req.ipcFd = -1;
-  }
+  c->status = EndRequest(s);
   if (s->parked) {
     // A read still waiting for input ends with the request.
     s->parked = false;
@@ -957,6 +999,146 @@ void Server::AfterRequest(Slot* s) {
     Post(r);
   }
   Post(c);
+}
+
+int Server::EndRequest(Slot* s) {
+  if (!s->active) return 0;
+  int status = 0;
+  Conn* conn = s->conn;
+  s->conn = nullptr;
+  s->active = false;
+  s->finishing = false;
+  if (s->cut) {
+    s->cut = false;
+    CloseConn(conn, false);  // no FCGI_END_REQUEST: the response is cut short
+  } else if (s->req.ipcFd < 0) {
+    conn->fd = -1;  // libfcgi closed it after a write error
+    status = EPIPE;
+    CloseConn(conn, false);
+  } else if (s->write_failed) {
+    status = EPIPE;
+    CloseConn(conn, false);
+  } else if (!s->keep_conn || closed_ || stopping_ || !s->input_done || s->aborted) {
+    CloseConn(conn, true);
+  } else {
+    conn->state = Conn::State::kIdle;
+    conn->slot = nullptr;
+    Arm(conn, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT);
+  }
+  s->req.ipcFd = -1;
+  s->write_failed = false;
+  return status;
+}
+
+// ----------------------------------------------------- the fast finish (JS)
+
+Server::FinishResult Server::FinishNow(Slot* s, int exit_status, const iovec* body, int body_count,
+                                       size_t body_len, int* status) {
+  // One FCGI_STDOUT record at most: bigger responses take the worker path.
+  constexpr size_t kMaxBody = 65535;
+  constexpr int kMaxPieces = 64;
+  if (body_len > kMaxBody || body_count > kMaxPieces) return FinishResult::kNotNow;
+  int fd;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!s->active || s->finishing || s->aborted || s->running || s->parked || !s->ops.empty() ||
+        !s->input_done || s->conn == nullptr || stopping_ || FCGX_InputBuffered(s->req.in) > 0)
+      return FinishResult::kNotNow;
+    // Claim the strand: no worker runs an op of this slot until released.
+    s->running = true;
+    s->finishing = true;
+    fd = s->conn->fd;
+  }
+  const int id = s->req.requestId;
+  const int padding = static_cast<int>((8 - body_len % 8) % 8);
+  // [STDOUT header][body...][padding][STDOUT end][STDERR end?][END_REQUEST]
+  unsigned char head[FCGI_HEADER_LEN];
+  unsigned char tail[8 + 3 * FCGI_HEADER_LEN + 8] = {};
+  size_t tail_len = static_cast<size_t>(padding);
+  PutHeader(tail + tail_len, FCGI_STDOUT, id, 0, 0);
+  tail_len += FCGI_HEADER_LEN;
+  if (s->err_written) {
+    PutHeader(tail + tail_len, FCGI_STDERR, id, 0, 0);
+    tail_len += FCGI_HEADER_LEN;
+  }
+  PutHeader(tail + tail_len, FCGI_END_REQUEST, id, 8, 0);
+  tail_len += FCGI_HEADER_LEN;
+  unsigned char* end = tail + tail_len;  // FCGI_EndRequestBody
+  const uint32_t app = static_cast<uint32_t>(exit_status);
+  end[0] = (app >> 24) & 0xff;
+  end[1] = (app >> 16) & 0xff;
+  end[2] = (app >> 8) & 0xff;
+  end[3] = app & 0xff;
+  end[4] = FCGI_REQUEST_COMPLETE;
+  tail_len += 8;
+
+  iovec iov[kMaxPieces + 2];
+  int n = 0;
+  if (body_len > 0) {
+    PutHeader(head, FCGI_STDOUT, id, body_len, padding);
+    iov[n++] = {head, sizeof head};
+    for (int i = 0; i < body_count; i++) {
+      if (body[i].iov_len > 0) iov[n++] = body[i];
+    }
+    iov[n++] = {tail, tail_len};
+  } else {
+    iov[n++] = {tail + padding, tail_len - static_cast<size_t>(padding)};
+  }
+  size_t total = 0;
+  for (int i = 0; i < n; i++) total += iov[i].iov_len;
+
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = static_cast<size_t>(n);
+  ssize_t sent;
+  do {
+    sent = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  int err = sent < 0 ? errno : 0;
+
+  if (sent < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
+    // The peer's socket buffer is full: nothing left, the worker path does it.
+    std::lock_guard<std::mutex> lock(mu_);
+    s->running = false;
+    s->finishing = false;
+    return FinishResult::kNotNow;
+  }
+  // Sent (all, part, or failed): libfcgi's streams are done with.
+  FCGX_Free(&s->req, 0);
+  std::unique_lock<std::mutex> lock(mu_);
+  s->running = false;
+  if (sent >= 0 && static_cast<size_t>(sent) < total) {
+    // Part went out: a worker writes the rest, then ends the request.
+    Op op{OpKind::kFinish};
+    op.raw = true;
+    op.bytes.reserve(total - static_cast<size_t>(sent));
+    size_t skip = static_cast<size_t>(sent);
+    for (int i = 0; i < n; i++) {
+      const char* p = static_cast<const char*>(iov[i].iov_base);
+      size_t len = iov[i].iov_len;
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      op.bytes.insert(op.bytes.end(), p + skip, p + len);
+      skip = 0;
+    }
+    defer_notify_ = true;
+    Enqueue(s, std::move(op));
+    defer_notify_ = false;
+    int notifies = deferred_notifies_;
+    deferred_notifies_ = 0;
+    lock.unlock();
+    while (notifies-- > 0) work_cv_.notify_one();
+    return FinishResult::kQueued;
+  }
+  if (sent < 0) {
+    s->write_failed = true;
+  } else {
+    stats_.inline_finishes++;
+  }
+  *status = EndRequest(s);
+  return FinishResult::kDone;
 }
 
 }  // namespace fcgi

@@ -79,6 +79,7 @@ struct Stats {
   int threads = 0, idle_threads = 0;
   int connections = 0, idle_connections = 0, busy_connections = 0;
   uint64_t accepted_connections = 0, refused_connections = 0, requests = 0;
+  uint64_t inline_finishes = 0;  // ended by FinishNow on the JS thread (all sent at once)
 };
 
 class Server;
@@ -93,6 +94,8 @@ struct Op {
   std::vector<char> bytes;    // write
   int exit_status = 0;        // finish
   bool abort = false;         // finish: close without FCGI_END_REQUEST
+  bool raw = false;           // finish: `bytes` are the rest of the end records
+                              // (FinishNow sent the first part), written as is
 };
 
 struct Conn;
@@ -113,6 +116,8 @@ struct Slot {
   bool aborted = false;
   bool input_done = false;     // the last input stream was read to its end
   bool data_started = false;
+  bool err_written = false;
+  bool write_failed = false;   // FinishNow's end records could not be sent    // FCGI_STDERR carried bytes: it needs an end record
   bool keep_conn = false;
   bool js_alive = true;        // the JS Request still references us
 };
@@ -144,6 +149,15 @@ class Server {
   void Write(Slot* slot, int stream, std::vector<char> bytes);
   // bytes: stdout written just before FCGI_END_REQUEST, in the same write().
   void Finish(Slot* slot, int exit_status, std::vector<char> bytes = {});
+  // The JS thread's fast finish: when the strand is idle, the input was read
+  // to its end and the response fits one record, the end records are built
+  // here and sent without blocking (MSG_DONTWAIT), so the request ends with
+  // no thread hop. kNotNow: nothing was done (call Finish()); kQueued: part
+  // was sent, a worker sends the rest and posts kFinish as usual; kDone: the
+  // request is over, *status as a kFinish completion would carry it.
+  enum class FinishResult { kNotNow, kQueued, kDone };
+  FinishResult FinishNow(Slot* slot, int exit_status, const struct iovec* body, int body_count,
+                         size_t body_len, int* status);
   // Ends the request without FCGI_END_REQUEST: the connection is closed, so
   // the web server sees the response cut short (node:http's socket reset).
   void Abort(Slot* slot);
@@ -175,6 +189,7 @@ class Server {
   void RunWrite(Slot* slot, Op& op);
   void RunFinish(Slot* slot, Op& op);
   void AfterRequest(Slot* slot);                  // mu_ held
+  int EndRequest(Slot* slot);                     // mu_ held; the kFinish status
   void CloseConn(Conn* conn, bool graceful);      // mu_ held
   void Arm(Conn* conn, uint32_t events, bool add = false);
   void MaybeDelete(Slot* slot);                   // mu_ held

@@ -66,6 +66,8 @@ export interface NativeStats {
   acceptedConnections: number
   refusedConnections: number
   requests: number
+  /** Requests whose response was sent whole from the JS thread, with no hop to a worker. */
+  inlineFinishes: number
 }
 
 export interface Native {
@@ -87,8 +89,13 @@ export interface Native {
   read(slot: SlotHandle, stream: 0 | 1, max: number): void
   /** stream: 1 stdout, 2 stderr; the bytes are copied before this returns */
   write(slot: SlotHandle, stream: 1 | 2, chunk: Buffer | Buffer[]): void
-  /** stdout bytes, if given, leave with FCGI_END_REQUEST in one write() */
-  finish(slot: SlotHandle, exitStatus: number, stdout?: Buffer | Buffer[]): void
+  /**
+   * stdout bytes, if given, leave with FCGI_END_REQUEST in one write().
+   * `now` (no other operation of this request outstanding): a small response
+   * may be sent from the calling thread; the result is then the status of the
+   * finish, and no Finish completion follows. undefined: it follows.
+   */
+  finish(slot: SlotHandle, exitStatus: number, stdout?: Buffer | Buffer[], now?: boolean): number | undefined
   /** Ends the request by closing its connection, without FCGI_END_REQUEST. */
   abort(slot: SlotHandle): void
 }

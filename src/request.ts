@@ -95,6 +95,7 @@ export class Request extends EventEmitter {
   #stderr: OutputStream | undefined
   #controller: AbortController | undefined
   #slot: SlotHandle | undefined
+  #slotId = 0
   #state: State = 'idle'
   #exitStatus = 0
   #acceptWaiter: ((ok: boolean) => void) | undefined
@@ -229,7 +230,7 @@ export class Request extends EventEmitter {
     if (this.#state === 'active' || this.#state === 'finishing') await this.finish()
     if (this.socket.closed) return false
     // The native slot (an FCGX_Request) is made on first use.
-    this.#slot ??= this.socket._newSlot(this)[0]
+    if (this.#slot === undefined) [this.#slot, this.#slotId] = this.socket._newSlot(this)
     const slot = this.#slot
     this.#state = 'accepting'
     return new Promise<boolean>((resolve, reject) => {
@@ -284,8 +285,16 @@ export class Request extends EventEmitter {
       this.#flushOut()
     }
     this.#finishCallbacks = cbs
+    // With no operation of ours outstanding, a small response is sent at
+    // once by the native side (no thread hop); its result is delivered as the
+    // completion would be, after the current synchronous code.
+    const now = this.#pending === 0
     this.#begin()
-    native.finish(this.#slot!, this.#exitStatus, tail.length === 0 ? undefined : tail.length === 1 ? tail[0] : tail)
+    const status = native.finish(this.#slot!, this.#exitStatus, tail.length === 0 ? undefined : tail.length === 1 ? tail[0] : tail, now)
+    if (status !== undefined) {
+      const id = this.#slotId
+      queueMicrotask(() => this.socket._event(id, EventKind.Finish, status))
+    }
     return done
   }
 

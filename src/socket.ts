@@ -157,6 +157,11 @@ export class FcgiSocket extends EventEmitter {
     return [slot, id]
   }
 
+  /** @internal a completion the native side gave synchronously (a fast finish) */
+  _event(slotId: number, kind: EventKind, status: number): void {
+    this.#onEvent(slotId, kind, status, undefined, 0, 0)
+  }
+
   /** @internal an op is in flight: the owner must stay reachable. */
   _pin(owner: object): void {
     this.#pinned.add(owner)
