@@ -51,18 +51,47 @@ int Avail(FCGX_Stream* s) { return static_cast<int>(s->stop - s->rdNext); }
 // server sends a bodiless request's empty FCGI_STDIN record together with
 // its params, so libfcgi's first read took it in too. If so, consume it
 // (the request's input is then done) without any read(2): only an empty,
-// unpadded FCGI_STDIN record of this request lying whole in the buffer
-// qualifies; anything else is left for the app's reads.
+// FCGI_STDIN record of this request lying whole (padding included) in the
+// buffer qualifies; anything else is left for the app's reads.
 bool ConsumeBufferedEmptyStdin(FCGX_Stream* in, int request_id) {
   if (FCGX_HasSeenEOF(in) == EOF) return FCGX_GetError(in) == 0;
-  if (Avail(in) != 0 || FCGX_InputBuffered(in) < FCGI_HEADER_LEN) return false;
+  int buffered = FCGX_InputBuffered(in);
+  if (Avail(in) != 0 || buffered < FCGI_HEADER_LEN) return false;
   // With nothing of the current record left (Avail 0), the raw bytes of the
   // next record start at rdNext.
   const unsigned char* h = in->rdNext;
   if (h[0] != FCGI_VERSION_1 || h[1] != FCGI_STDIN || ((h[2] << 8) | h[3]) != request_id ||
-      h[4] != 0 || h[5] != 0 || h[6] != 0)
+      h[4] != 0 || h[5] != 0 || buffered < FCGI_HEADER_LEN + h[6])
     return false;
   return FCGX_GetChar(in) == EOF && FCGX_HasSeenEOF(in) == EOF && FCGX_GetError(in) == 0;
+}
+
+// Has a whole request head arrived: FCGI_BEGIN_REQUEST, then FCGI_PARAMS
+// records up to the empty one that ends them, all in the socket's receive
+// queue (looked at with MSG_PEEK, within the first 16 KiB)? Anything else
+// first (a management record) or a head still in transit: false.
+bool RequestHeadArrived(int fd) {
+  unsigned char buf[16384];
+  ssize_t n = recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+  if (n <= 0) return false;
+  size_t len = static_cast<size_t>(n), at = 0;
+  bool begun = false;
+  while (at + FCGI_HEADER_LEN <= len) {
+    const unsigned char* h = buf + at;
+    size_t content = (static_cast<size_t>(h[4]) << 8) | h[5];
+    size_t next = at + FCGI_HEADER_LEN + content + h[6];
+    if (h[0] != FCGI_VERSION_1 || next > len) return false;
+    if (!begun) {
+      if (h[1] != FCGI_BEGIN_REQUEST) return false;
+      begun = true;
+    } else if (h[1] != FCGI_PARAMS) {
+      return false;  // libfcgi's turn: whatever this is, a worker handles it
+    } else if (content == 0) {
+      return true;
+    }
+    at = next;
+  }
+  return false;
 }
 
 // The 8 bytes of a record header.
@@ -380,6 +409,7 @@ void Server::PollerMain() {
   DeprioritizeWakeups();
   epoll_event events[128];
   bool emfile = false;
+  std::vector<Slot*> claimed;
   for (;;) {
     int timeout = -1;
     {
@@ -399,17 +429,20 @@ void Server::PollerMain() {
         (void)r;
         continue;
       }
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) return;
-      if (id == kListenId) {
-        AcceptConnections();
-      } else {
-        auto it = conns_.find(id);
-        if (it != conns_.end()) HandleConnEvent(it->second, events[i].events);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stopping_) return;
+        if (id == kListenId) {
+          AcceptConnections();
+        } else {
+          auto it = conns_.find(id);
+          if (it != conns_.end()) HandleConnEvent(it->second, events[i].events);
+        }
+        Dispatch(&claimed);
       }
-      Dispatch();
+      if (!claimed.empty()) AcceptClaimed(claimed);
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (stopping_) return;
     // Close drained connections whose linger time is over.
     if (draining_ > 0) {
@@ -431,7 +464,7 @@ void Server::PollerMain() {
       epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
       listen_armed_ = true;
     }
-    Dispatch();
+    Dispatch(&claimed);
     if (!listen_armed_ && !closed_) emfile = true;
     if (watching_) {
       if (runnable_.empty() || idle_threads_ + starting_threads_ > 0 || threads_ >= options_.max_threads) {
@@ -440,6 +473,10 @@ void Server::PollerMain() {
         SpawnWorker();  // every thread is stuck (slow peers): one more
         last_progress_ms_ = NowMs();
       }
+    }
+    if (!claimed.empty()) {
+      lock.unlock();
+      AcceptClaimed(claimed);
     }
   }
 }
@@ -592,7 +629,7 @@ void Server::CloseConn(Conn* conn, bool graceful) {
 
 // -------------------------------------------------------------- the strands
 
-void Server::Dispatch() {
+void Server::Dispatch(std::vector<Slot*>* claimed) {
   while (!waiting_.empty() && !ready_.empty()) {
     Slot* s = waiting_.front();
     waiting_.pop_front();
@@ -602,8 +639,37 @@ void Server::Dispatch() {
     c->state = Conn::State::kBusy;
     c->slot = s;
     s->conn = c;
-    Enqueue(s, Op{OpKind::kAccept});
+    if (claimed != nullptr && !s->running) {
+      s->running = true;  // the strand is the poller's until AcceptClaimed
+      claimed->push_back(s);
+    } else {
+      Enqueue(s, Op{OpKind::kAccept});
+    }
   }
+}
+
+// On the poller, without the lock: a request whose BEGIN_REQUEST and params
+// have all arrived is accepted right here (every read libfcgi makes for it
+// is served from the socket at once), saving the hop to a worker; otherwise
+// the accept goes to a worker, which may wait for the rest.
+void Server::AcceptClaimed(std::vector<Slot*>& claimed) {
+  for (Slot* s : claimed) {
+    if (RequestHeadArrived(s->conn->fd)) {
+      RunAccept(s);
+      std::lock_guard<std::mutex> lock(mu_);
+      s->running = false;
+      if (!s->ops.empty()) {
+        Schedule(s);
+      } else {
+        MaybeDelete(s);
+      }
+    } else {
+      std::lock_guard<std::mutex> lock(mu_);
+      s->running = false;
+      Enqueue(s, Op{OpKind::kAccept});
+    }
+  }
+  claimed.clear();
 }
 
 void Server::Enqueue(Slot* s, Op op) {

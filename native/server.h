@@ -176,7 +176,11 @@ class Server {
   void WorkerMain();
   void AcceptConnections();                       // mu_ held
   void HandleConnEvent(Conn* conn, uint32_t ev);  // mu_ held
-  void Dispatch();                                // mu_ held
+  // Pairs waiting slots with ready connections (mu_ held). From the poller
+  // (`claimed` given), the pairs are claimed and returned: the poller runs
+  // their accept itself when the request's head has arrived (AcceptClaimed).
+  void Dispatch(std::vector<Slot*>* claimed = nullptr);
+  void AcceptClaimed(std::vector<Slot*>& claimed);  // mu_ not held
   void Schedule(Slot* slot);                      // mu_ held
   template <typename F>
   void FromJs(F&& f);                             // runs f under mu_
