@@ -15,7 +15,11 @@
 //
 // A Slot is libfcgi's FCGX_Request plus a strand: its operations run one at
 // a time, in order, on the worker pool. A read with no input waiting parks
-// in the poller instead of holding a thread. The pool starts max(4, 2 x
+// in the poller instead of holding a thread. Two short cuts keep a small
+// request off the pool entirely: the poller runs the accept itself when the
+// whole request head is already in the socket (nothing can block), and the
+// JS thread sends a small response with its end records in one non-blocking
+// sendmsg when nothing else of the request is in flight (FinishNow). The pool starts max(4, 2 x
 // cores) threads as needed and adds more (up to max_threads) only when all of
 // them are stuck, e.g. writing to peers that do not read.
 #pragma once
