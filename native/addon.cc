@@ -106,16 +106,8 @@ void PushCompletion(Napi::Env env, Napi::Array out, uint32_t& i, const Completio
         // All params as one latin1 string "NAME=value\0NAME=value..." (bytes
         // kept as they are, like node:http's raw headers); the JS side makes
         // the object only when the app looks at it.
-        std::string joined;
-        size_t total = 0;
-        for (const std::string& kv : c.env) total += kv.size() + 1;
-        joined.reserve(total);
-        for (const std::string& kv : c.env) {
-          if (!joined.empty()) joined.push_back('\0');
-          joined.append(kv);
-        }
         napi_value str;
-        napi_create_string_latin1(env, joined.data(), joined.size(), &str);
+        napi_create_string_latin1(env, c.params.data(), c.params.size(), &str);
         payload = Napi::Value(env, str);
         n1 = c.role;
         n2 = c.request_id + (c.keep_conn ? 65536 : 0);

@@ -64,7 +64,7 @@ struct Completion {
   int request_id = 0;
   bool keep_conn = false;
   std::vector<char> data;          // read: bytes
-  std::vector<std::string> env;    // accept: "NAME=value" strings
+  std::string params;              // accept: "NAME=value\0NAME=value..." (one allocation)
 };
 
 struct Options {

@@ -173,6 +173,25 @@ function procCpuMs(pid) {
   const ticks = Number(fields[11]) + Number(fields[12]) // utime + stime, all threads
   return (ticks * 1000) / 100 // USER_HZ is 100 on Linux
 }
+// CPU time (ms) per kind of thread: the JS thread (tid == pid), our native
+// threads (named fcgi-poller / fcgi-worker by the addon), everything else
+// (V8's GC and compiler threads, libuv). Threads that came and went between
+// two samples are missed; ours live as long as the server.
+function threadCpuMs(pid) {
+  const out = { js: 0, poller: 0, workers: 0, other: 0 }
+  let tids
+  try { tids = fs.readdirSync(`/proc/${pid}/task`) } catch { return out }
+  for (const tid of tids) {
+    let stat
+    try { stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8') } catch { continue }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const ms = ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
+    const kind = tid === String(pid) ? 'js' : comm === 'fcgi-poller' ? 'poller' : comm === 'fcgi-worker' ? 'workers' : 'other'
+    out[kind] += ms
+  }
+  return out
+}
 function peakRssMiB(pid) {
   const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
   return m ? Number(m[1]) / 1024 : NaN
@@ -410,9 +429,13 @@ ${servers}}`
     const front = fronts.get(serverFor(p, cell))
     resetPeakRss(inst.pid)
     const cpu0 = procCpuMs(inst.pid)
+    const threads0 = threadCpuMs(inst.pid)
     const w = runWrk(front, cell, seconds)
     const cpu1 = procCpuMs(inst.pid)
+    const threads1 = threadCpuMs(inst.pid)
     w.cpuUsPerReq = ((cpu1 - cpu0) * 1000) / w.requests
+    // us per request on each kind of thread (Node peers; the C peer is all 'other')
+    w.threads = Object.fromEntries(Object.keys(threads1).map((k) => [k, ((threads1[k] - threads0[k]) * 1000) / w.requests]))
     w.rss = peakRssMiB(inst.pid)
     // Little's law: with every connection served, rps x mean latency ~ connections.
     w.inFlight = (w.rps * w.meanMs) / 1000
@@ -430,7 +453,7 @@ ${servers}}`
       for (const p of cell.peers) {
         const w = runCell(p, cell, SECONDS, `round ${r + 1}`)
         results.get(cell.id)[p.key].push(w)
-        console.error(`round ${r + 1}/${ROUNDS} ${cell.id} ${p.key}: ${fmt(w.rps)} req/s, p99 ${fmt(w.p99, 2)} ms, ${fmt(w.cpuUsPerReq, 1)} us CPU/req, RSS ${fmt(w.rss, 1)} MiB, in flight ${fmt(w.inFlight, 1)}`)
+        console.error(`round ${r + 1}/${ROUNDS} ${cell.id} ${p.key}: ${fmt(w.rps)} req/s, p99 ${fmt(w.p99, 2)} ms, ${fmt(w.cpuUsPerReq, 1)} us CPU/req${p.key === 'loop' || p.key === 'http' ? ` (JS ${fmt(w.threads.js, 1)}, poller ${fmt(w.threads.poller, 1)}, workers ${fmt(w.threads.workers, 1)}, other ${fmt(w.threads.other, 1)})` : ''}, RSS ${fmt(w.rss, 1)} MiB, in flight ${fmt(w.inFlight, 1)}`)
       }
     }
   }
