@@ -1,0 +1,6 @@
+// `libfcgi request`: work in progress (issue 5).
+import { UsageError } from './args.js'
+
+export async function main(_argv: string[]): Promise<number> {
+  throw new UsageError('libfcgi request is not implemented yet')
+}
