@@ -307,6 +307,7 @@ Napi::Value ServerStatsJs(const Napi::CallbackInfo& info) {
   o.Set("connections", s.connections);
   o.Set("idleConnections", s.idle_connections);
   o.Set("busyConnections", s.busy_connections);
+  o.Set("pendingConnections", s.pending_connections);
   o.Set("acceptedConnections", static_cast<double>(s.accepted_connections));
   o.Set("refusedConnections", static_cast<double>(s.refused_connections));
   o.Set("requests", static_cast<double>(s.requests));

@@ -30,6 +30,9 @@ constexpr uint64_t kListenId = 1;
 constexpr uint64_t kWakeId = 2;
 constexpr int kIdleThreadSeconds = 30;
 constexpr int kStarvedMs = 2;
+// After Close(), how long a connection accepted but not used yet may take to
+// bring its first request (a web server sends it right after connecting).
+constexpr int kLingerFreshMs = 2000;
 
 int64_t NowMs() {
   timespec ts;
@@ -251,7 +254,7 @@ void Server::AcceptLocked(Slot* s) {
     Post(c);
     return;
   }
-  if (closed_) {
+  if (closed_ && ready_.empty() && lingering_ == 0) {
     auto* c = new Completion();
     c->slot_id = s->id;
     c->kind = EventKind::kAccept;
@@ -318,6 +321,26 @@ void Server::Close() {
     }
     listen_fd_ = -1;
   }
+  std::vector<Conn*> kept;
+  int64_t deadline = NowMs() + kLingerFreshMs;
+  for (auto& kv : conns_) {
+    Conn* c = kv.second;
+    if (c->state != Conn::State::kIdle) continue;  // Ready ones get served
+    if (c->used) {
+      kept.push_back(c);
+    } else {
+      c->lingering = true;
+      c->deadline_ms = deadline;
+      lingering_++;
+    }
+  }
+  for (Conn* c : kept) CloseConn(c, false);
+  SettleClose();
+  Wake();  // the poller watches the lingering connections' deadline
+}
+
+void Server::SettleClose() {
+  if (!closed_ || !ready_.empty() || lingering_ > 0) return;
   for (Slot* s : waiting_) {
     s->waiting = false;
     auto* c = new Completion();
@@ -327,14 +350,6 @@ void Server::Close() {
     Post(c);
   }
   waiting_.clear();
-  std::vector<Conn*> unused;
-  for (auto& kv : conns_) {
-    if (kv.second->state == Conn::State::kIdle || kv.second->state == Conn::State::kReady)
-      unused.push_back(kv.second);
-  }
-  ready_.clear();
-  for (Conn* c : unused) CloseConn(c, false);
-  Wake();
 }
 
 void Server::Destroy() {
@@ -387,6 +402,7 @@ Stats Server::GetStats() {
   s.threads = threads_;
   s.idle_threads = idle_threads_;
   s.connections = static_cast<int>(conns_.size());
+  s.pending_connections = static_cast<int>(ready_.size()) + lingering_;
   for (auto& kv : conns_) {
     if (kv.second->state == Conn::State::kIdle) s.idle_connections++;
     if (kv.second->state == Conn::State::kBusy) s.busy_connections++;
@@ -423,7 +439,7 @@ void Server::PollerMain() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return;
-      if (draining_ > 0 || emfile) timeout = 100;
+      if (draining_ > 0 || lingering_ > 0 || emfile) timeout = 100;
       if (watching_) timeout = kStarvedMs;
     }
     int n = epoll_wait(epoll_fd_, events, 128, timeout);
@@ -453,11 +469,12 @@ void Server::PollerMain() {
     std::unique_lock<std::mutex> lock(mu_);
     if (stopping_) return;
     // Close drained connections whose linger time is over.
-    if (draining_ > 0) {
+    // ... and unused connections kept after Close() whose request never came.
+    if (draining_ > 0 || lingering_ > 0) {
       int64_t now = NowMs();
       std::vector<Conn*> expired;
       for (auto& kv : conns_) {
-        if (kv.second->state == Conn::State::kDraining && kv.second->deadline_ms <= now)
+        if ((kv.second->state == Conn::State::kDraining || kv.second->lingering) && kv.second->deadline_ms <= now)
           expired.push_back(kv.second);
       }
       for (Conn* c : expired) CloseConn(c, false);
@@ -545,9 +562,13 @@ void Server::HandleConnEvent(Conn* conn, uint32_t ev) {
           return;
         }
       }
-      if (closed_) {
+      if (closed_ && !conn->lingering) {
         CloseConn(conn, false);
         return;
+      }
+      if (conn->lingering) {
+        conn->lingering = false;  // its first request has come: serve it
+        lingering_--;
       }
       conn->state = Conn::State::kReady;
       ready_.push_back(conn);
@@ -631,8 +652,10 @@ void Server::CloseConn(Conn* conn, bool graceful) {
     ready_.erase(std::remove(ready_.begin(), ready_.end(), conn), ready_.end());
   }
   if (conn->state == Conn::State::kDraining) draining_--;
+  if (conn->lingering) lingering_--;
   conns_.erase(conn->id);
   delete conn;
+  SettleClose();
 }
 
 // -------------------------------------------------------------- the strands
@@ -654,6 +677,7 @@ void Server::Dispatch(std::vector<Slot*>* claimed) {
       Enqueue(s, Op{OpKind::kAccept});
     }
   }
+  SettleClose();
 }
 
 // On the poller, without the lock: a request whose BEGIN_REQUEST and params
@@ -865,6 +889,7 @@ void Server::RunAccept(Slot* s) {
     s->keep_conn = s->req.keepConnection != 0;
     s->req.keepConnection = 1;
     s->active = true;
+    conn->used = true;
     s->aborted = s->finishing = s->data_started = s->err_written = false;
     // With the input read to its end, only FCGI_ABORT_REQUEST or a hang-up
     // can come for this request: watch for both (see RunRead).
@@ -884,7 +909,7 @@ void Server::RunAccept(Slot* s) {
   conn->fd = -1;
   s->conn = nullptr;
   CloseConn(conn, false);
-  if (closed_ || stopping_) {
+  if (stopping_) {
     auto* closed = new Completion();
     closed->slot_id = s->id;
     closed->kind = EventKind::kAccept;
@@ -893,6 +918,7 @@ void Server::RunAccept(Slot* s) {
   } else if (s->js_alive) {
     s->waiting = true;
     waiting_.push_front(s);
+    SettleClose();  // closed, and nothing left to serve: kClosed
   }
 }
 

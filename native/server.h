@@ -82,6 +82,7 @@ struct Options {
 struct Stats {
   int threads = 0, idle_threads = 0;
   int connections = 0, idle_connections = 0, busy_connections = 0;
+  int pending_connections = 0;  // a request waiting for a slot, or (closed) not used yet
   uint64_t accepted_connections = 0, refused_connections = 0, requests = 0;
   uint64_t inline_finishes = 0;  // ended by FinishNow on the JS thread (all sent at once)
 };
@@ -131,7 +132,9 @@ struct Conn {
   int fd = -1;
   enum class State : uint8_t { kIdle, kReady, kBusy, kDraining } state = State::kIdle;
   Slot* slot = nullptr;
-  int64_t deadline_ms = 0;     // Draining
+  int64_t deadline_ms = 0;     // Draining; lingering: until when it may stay
+  bool used = false;           // a request was accepted on it
+  bool lingering = false;      // never used, kept after Close() for its first request
 };
 
 class Server {
@@ -166,8 +169,13 @@ class Server {
   // the web server sees the response cut short (node:http's socket reset).
   void Abort(Slot* slot);
 
-  // Stop accepting: pending accepts complete with kClosed, idle connections
-  // close; requests in flight go on.
+  // Stop accepting connections, gracefully: connections the web server has
+  // used and keeps idle are closed (a web server retries a request that
+  // fails on a kept connection), requests in flight go on, and so do
+  // requests that already arrived or arrive within a few seconds on a
+  // connection accepted but not used yet (a web server does not retry those:
+  // closing them would fail the request). Pending accepts are served from
+  // those, and complete with kClosed once none is left.
   void Close();
   // Stop everything now and join the threads (no JS is called).
   void Destroy();
@@ -199,6 +207,7 @@ class Server {
   void AfterRequest(Slot* slot);                  // mu_ held
   int EndRequest(Slot* slot);                     // mu_ held; the kFinish status
   void CloseConn(Conn* conn, bool graceful);      // mu_ held
+  void SettleClose();                             // mu_ held
   void Arm(Conn* conn, uint32_t events, bool add = false);
   void MaybeDelete(Slot* slot);                   // mu_ held
   void Wake();
@@ -235,6 +244,7 @@ class Server {
   bool closed_ = false;
   bool listen_armed_ = false;
   int draining_ = 0;  // connections in State::kDraining
+  int lingering_ = 0;  // connections with Conn::lingering
 
   uint32_t next_slot_id_ = 1;
   uint64_t next_conn_id_ = 16;  // ids below are reserved (listen, wake)

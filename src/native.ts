@@ -63,6 +63,8 @@ export interface NativeStats {
   connections: number
   idleConnections: number
   busyConnections: number
+  /** Connections whose request waits for a free slot; after close(), also those accepted and not used yet. */
+  pendingConnections: number
   acceptedConnections: number
   refusedConnections: number
   requests: number

@@ -228,7 +228,7 @@ export class Request extends EventEmitter {
       throw new FastCGIError('ERR_FASTCGI_ACCEPT_PENDING', 'accept() is already pending on this Request')
     }
     if (this.#state === 'active' || this.#state === 'finishing') await this.finish()
-    if (this.socket.closed) return false
+    if (!this.socket._canAccept()) return false
     // The native slot (an FCGX_Request) is made on first use.
     if (this.#slot === undefined) [this.#slot, this.#slotId] = this.socket._newSlot(this)
     const slot = this.#slot
@@ -238,7 +238,7 @@ export class Request extends EventEmitter {
       this.#acceptReject = reject
       this.#begin()
       try {
-        native.accept(slot)
+        this.socket._accept(slot)
       } catch (err) {
         this.#end()
         this.#state = 'idle'

@@ -79,6 +79,9 @@ export class FcgiSocket extends EventEmitter {
   #unlinkPath: string | undefined
   #closeWaiters: Array<() => void> = []
   #draining: ServerHandle | undefined  // set between close and destroy
+  #accepting = 0  // accept()s handed to the native side, not completed yet
+  #settleTimer: NodeJS.Timeout | undefined
+  #settleDeadline = 0
 
   /** @internal use initSocket() */
   constructor(fd: number, target: ListenTarget, options: NativeServerOptions, unlinkPath?: string) {
@@ -123,6 +126,7 @@ export class FcgiSocket extends EventEmitter {
     const done = new Promise<void>((resolve) => this.#closeWaiters.push(resolve))
     if (!this.#closed) {
       this.#closed = true
+      this.#settleDeadline = Date.now() + 3000
       if (this.#handle) native.serverClose(this.#handle)
       if (this.#unlinkPath) {
         try { fs.unlinkSync(this.#unlinkPath) } catch { /* already gone */ }
@@ -162,6 +166,22 @@ export class FcgiSocket extends EventEmitter {
     this.#onEvent(slotId, kind, status, undefined, 0, 0)
   }
 
+  /**
+   * @internal Can a Request still accept? After close() it can, until the
+   * native side has served the requests that had already reached this
+   * process (it then answers the pending accepts with "closed").
+   */
+  _canAccept(): boolean {
+    return this.#handle !== undefined
+  }
+
+  /** @internal accept() on a native slot; counted until its completion. */
+  _accept(slot: SlotHandle): void {
+    this.#requireHandle()
+    native.accept(slot)
+    this.#accepting++
+  }
+
   /** @internal an op is in flight: the owner must stay reachable. */
   _pin(owner: object): void {
     this.#pinned.add(owner)
@@ -190,6 +210,7 @@ export class FcgiSocket extends EventEmitter {
   }
 
   #onEvent(slotId: number, kind: EventKind, status: number, payload: unknown, n1: number, n2: number): void {
+    if (kind === EventKind.Accept) this.#accepting--
     if (kind === EventKind.Accept && status === 0) {
       this.#active.add(slotId)
       this.#updateRef()
@@ -204,7 +225,7 @@ export class FcgiSocket extends EventEmitter {
     } else if (kind === EventKind.Accept && status === STATUS_CLOSED) {
       this.#slots.delete(slotId)
     }
-    if (kind === EventKind.Finish) {
+    if (kind === EventKind.Finish || (kind === EventKind.Accept && status !== 0)) {
       this.#updateRef()
       this.#maybeDestroy()
     }
@@ -220,8 +241,21 @@ export class FcgiSocket extends EventEmitter {
   }
 
   #maybeDestroy(): void {
-    if (!this.#closed || this.#active.size > 0) return
+    // Pending accepts may still be served after close() (see _canAccept).
+    if (!this.#closed || this.#active.size > 0 || this.#accepting > 0) return
     if (this.#handle) {
+      // Requests that reached this process before close() are still served
+      // (native Server::Close): while some are left, give the Requests that
+      // just finished a moment to come back and accept them (bounded: a loop
+      // that stopped accepting leaves them to be closed).
+      if (this.#settleTimer) return
+      if (native.serverStats(this.#handle).pendingConnections > 0 && Date.now() < this.#settleDeadline) {
+        this.#settleTimer = setTimeout(() => {
+          this.#settleTimer = undefined
+          this.#maybeDestroy()
+        }, 20)
+        return
+      }
       const handle = this.#handle
       this.#handle = undefined
       // Let the completions already queued (pending accepts answered
