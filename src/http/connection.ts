@@ -13,7 +13,7 @@ import http from 'node:http'
 import type { Readable } from 'node:stream'
 
 import type { Request as FcgiRequest } from '../request.js'
-import { type CgiRequestInfo, ChunkedDecoder, envFromPairs, httpHeadToCgi } from './cgi.js'
+import { type CgiRequestInfo, ChunkedDecoder, httpHeadToCgi } from './cgi.js'
 
 type Callback = (err?: Error | null) => void
 
@@ -340,7 +340,7 @@ function toBuffer(data: string | Uint8Array, encoding: BufferEncoding | null | u
 }
 
 /** An IncomingMessage for a FastCGI request, its body fed from FCGI_STDIN. */
-export function createIncomingMessage(conn: FcgiConnection, info: CgiRequestInfo, pairs: ReadonlyArray<readonly [string, string]>): http.IncomingMessage & { env: Record<string, string>; role: string } {
+export function createIncomingMessage(conn: FcgiConnection, info: CgiRequestInfo, env: Record<string, string>): http.IncomingMessage & { env: Record<string, string>; role: string } {
   const req = new http.IncomingMessage(conn as unknown as import('node:net').Socket) as http.IncomingMessage & { env: Record<string, string>; role: string }
   req.method = info.method
   req.url = info.url
@@ -349,8 +349,7 @@ export function createIncomingMessage(conn: FcgiConnection, info: CgiRequestInfo
   req.httpVersionMinor = info.httpVersionMinor
   req.headers = info.headers
   req.rawHeaders = info.rawHeaders
-  // Made on first read, from this request's own params.
-  req.env = envFromPairs(pairs)
+  req.env = env
   req.role = conn.fcgi.role
   // As node:http's parser: a request without a body is complete at once.
   const length = info.headers['content-length']
