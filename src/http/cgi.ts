@@ -107,39 +107,74 @@ export function requestInfoFromPairs(pairs: ReadonlyArray<readonly [string, stri
   return cgiToRequestInfo(vars, pairs)
 }
 
-/**
- * The request as createServer needs it, from FCGI_PARAMS as received (a
- * "NAME=value" string per param, joined with NUL): in one pass, the same
- * `env` as envFromPairs and the same `info` as requestInfoFromPairs would
- * make from the params' pairs, without the pairs.
- */
-export function requestFromParams(params: string): { info: CgiRequestInfo; env: Record<string, string> } {
-  const env: Record<string, string> = {}
-  const httpVars: string[] = []  // HTTP_* name, value, name, value... in order, repeats included
-  if (params !== '') {
-    for (let start = 0; ;) {
-      let end = params.indexOf('\0', start)
-      if (end < 0) end = params.length
-      const eq = params.indexOf('=', start)
-      let name: string
-      let value: string
-      if (eq < 0 || eq > end) {
-        name = params.slice(start, end)
-        value = ''
-      } else {
-        name = params.slice(start, eq)
-        value = params.slice(eq + 1, end)
-      }
-      const seen = env[name]
-      if (seen === undefined) env[name] = value
-      else env[name] = joinRepeatedParam(name, seen, value) ?? seen
-      if (name.startsWith('HTTP_')) httpVars.push(name, value)
-      if (end === params.length) break
-      start = end + 1
-    }
+/** Calls `each(name, value)` for every param of FCGI_PARAMS as received ("NAME=value" strings joined with NUL), as Request.paramPairs() splits them. */
+function forEachParam(params: string, each: (name: string, value: string) => void): void {
+  if (params === '') return
+  for (let start = 0; ;) {
+    let end = params.indexOf('\0', start)
+    if (end < 0) end = params.length
+    const eq = params.indexOf('=', start)
+    if (eq < 0 || eq > end) each(params.slice(start, end), '')
+    else each(params.slice(start, eq), params.slice(eq + 1, end))
+    if (end === params.length) break
+    start = end + 1
   }
-  // A non-HTTP_ name keeps its first value in env: what cgiToRequestInfo reads.
-  return { info: requestInfo(env, httpVars), env }
+}
+
+/** envFromPairs of the params as received, without the pairs. */
+export function envFromParams(params: string): Record<string, string> {
+  const env: Record<string, string> = {}
+  forEachParam(params, (name, value) => {
+    const seen = env[name]
+    if (seen === undefined) env[name] = value
+    else env[name] = joinRepeatedParam(name, seen, value) ?? seen
+  })
+  return env
+}
+
+type RequestVars = { -readonly [K in 'REQUEST_METHOD' | 'REQUEST_URI' | 'SCRIPT_NAME' | 'PATH_INFO' | 'QUERY_STRING' | 'SERVER_PROTOCOL' | 'CONTENT_TYPE' | 'CONTENT_LENGTH' | 'REMOTE_ADDR' | 'REMOTE_PORT' | 'SERVER_ADDR' | 'SERVER_PORT' | 'HTTPS']: string | undefined }
+
+/**
+ * requestInfoFromPairs of the params as received, in one pass, without the
+ * pairs and without an object keyed by every name (each fresh name string
+ * used as a key costs a hash and a string-table lookup: createServer's
+ * `req.env` is built only when read).
+ */
+export function requestInfoFromParams(params: string): CgiRequestInfo {
+  // The first value of each variable cgiToRequestInfo reads besides HTTP_*.
+  const vars: RequestVars = {
+    REQUEST_METHOD: undefined, REQUEST_URI: undefined, SCRIPT_NAME: undefined, PATH_INFO: undefined, QUERY_STRING: undefined,
+    SERVER_PROTOCOL: undefined, CONTENT_TYPE: undefined, CONTENT_LENGTH: undefined, REMOTE_ADDR: undefined, REMOTE_PORT: undefined,
+    SERVER_ADDR: undefined, SERVER_PORT: undefined, HTTPS: undefined,
+  }
+  const httpVars: string[] = []  // HTTP_* name, value, name, value... in order, repeats included
+  // forEachParam's loop, inlined (this runs for every request).
+  for (let start = 0; params !== ''; start++) {
+    let end = params.indexOf('\0', start)
+    if (end < 0) end = params.length
+    const eq = params.indexOf('=', start)
+    const name = eq < 0 || eq > end ? params.slice(start, end) : params.slice(start, eq)
+    const value = eq < 0 || eq > end ? '' : params.slice(eq + 1, end)
+    start = end
+    if (name.startsWith('HTTP_')) httpVars.push(name, value)
+    else switch (name) {
+      case 'REQUEST_METHOD': vars.REQUEST_METHOD ??= value; break
+      case 'REQUEST_URI': vars.REQUEST_URI ??= value; break
+      case 'SCRIPT_NAME': vars.SCRIPT_NAME ??= value; break
+      case 'PATH_INFO': vars.PATH_INFO ??= value; break
+      case 'QUERY_STRING': vars.QUERY_STRING ??= value; break
+      case 'SERVER_PROTOCOL': vars.SERVER_PROTOCOL ??= value; break
+      case 'CONTENT_TYPE': vars.CONTENT_TYPE ??= value; break
+      case 'CONTENT_LENGTH': vars.CONTENT_LENGTH ??= value; break
+      case 'REMOTE_ADDR': vars.REMOTE_ADDR ??= value; break
+      case 'REMOTE_PORT': vars.REMOTE_PORT ??= value; break
+      case 'SERVER_ADDR': vars.SERVER_ADDR ??= value; break
+      case 'SERVER_PORT': vars.SERVER_PORT ??= value; break
+      case 'HTTPS': vars.HTTPS ??= value; break
+    }
+    if (end === params.length) break
+  }
+  return requestInfo(vars as Readonly<Record<string, string>>, httpVars)
 }
 
 // Repeated request headers, as node:http's IncomingMessage joins them: these
@@ -273,6 +308,12 @@ function isHopByHop(head: string, start: number, end: number): boolean {
   if (c >= 0x61 && c <= 0x7a && c !== 0x63 && c !== 0x6b && c !== 0x74 && c !== 0x70 && c !== 0x75) return false
   const colon = head.indexOf(':', start)
   if (colon <= start || colon >= end) return false
+  // The names are 7, 10, 16 or 17 characters long: a name that starts with
+  // a letter and ends with a printable ASCII character (nothing to trim, as
+  // every name node:http lets through) and has another length is none.
+  const n = colon - start
+  const last = head.charCodeAt(colon - 1)
+  if (n !== 7 && n !== 10 && n !== 16 && n !== 17 && c >= 0x61 && c <= 0x7a && last > 0x20 && last < 0x7f) return false
   return HOP_BY_HOP.has(head.slice(start, colon).trim().toLowerCase())
 }
 

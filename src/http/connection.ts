@@ -13,7 +13,7 @@ import http from 'node:http'
 import type { Readable } from 'node:stream'
 
 import type { Request as FcgiRequest } from '../request.js'
-import { type CgiRequestInfo, ChunkedDecoder, httpHeadToCgi } from './cgi.js'
+import { type CgiRequestInfo, ChunkedDecoder, envFromParams, httpHeadToCgi } from './cgi.js'
 
 type Callback = (err?: Error | null) => void
 
@@ -339,8 +339,35 @@ function toBuffer(data: string | Uint8Array, encoding: BufferEncoding | null | u
   return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
 }
 
+// req.env, the request's CGI environment, is built on first read: making an
+// object keyed by every param costs about a microsecond per request, which a
+// handler that never reads it should not pay. The lazy property cannot be an
+// accessor of each req (one defined per instance made node:http's own work
+// on req twice as slow), nor of a prototype of ours (Express replaces req's
+// prototype with its own, which chains to IncomingMessage.prototype): it is
+// an accessor on http.IncomingMessage.prototype, defined once, that answers
+// only for our requests (undefined for any other IncomingMessage, as before).
+// The first read replaces it on that req by a plain data property.
+const kParams = Symbol('libfcgi.params')
+if (!Object.prototype.hasOwnProperty.call(http.IncomingMessage.prototype, 'env')) {
+  Object.defineProperty(http.IncomingMessage.prototype, 'env', {
+    configurable: true,
+    enumerable: false,
+    get(this: { [kParams]?: string }): Record<string, string> | undefined {
+      const params = this[kParams]
+      if (params === undefined) return undefined
+      const env = envFromParams(params)
+      Object.defineProperty(this, 'env', { value: env, writable: true, enumerable: true, configurable: true })
+      return env
+    },
+    set(this: object, value: unknown): void {
+      Object.defineProperty(this, 'env', { value, writable: true, enumerable: true, configurable: true })
+    },
+  })
+}
+
 /** An IncomingMessage for a FastCGI request, its body fed from FCGI_STDIN. */
-export function createIncomingMessage(conn: FcgiConnection, info: CgiRequestInfo, env: Record<string, string>): http.IncomingMessage & { env: Record<string, string>; role: string } {
+export function createIncomingMessage(conn: FcgiConnection, info: CgiRequestInfo, params: string): http.IncomingMessage & { env: Record<string, string>; role: string } {
   const req = new http.IncomingMessage(conn as unknown as import('node:net').Socket) as http.IncomingMessage & { env: Record<string, string>; role: string }
   req.method = info.method
   req.url = info.url
@@ -349,7 +376,8 @@ export function createIncomingMessage(conn: FcgiConnection, info: CgiRequestInfo
   req.httpVersionMinor = info.httpVersionMinor
   req.headers = info.headers
   req.rawHeaders = info.rawHeaders
-  req.env = env
+  // req.env: made from these on first read (see the accessor below).
+  ;(req as unknown as { [kParams]: string })[kParams] = params
   req.role = conn.fcgi.role
   // As node:http's parser: a request without a body is complete at once.
   const length = info.headers['content-length']

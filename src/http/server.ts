@@ -5,7 +5,7 @@ import type http from 'node:http'
 import type { ListenAddress } from '../address.js'
 import { Request as FcgiRequest } from '../request.js'
 import { type FcgiSocket, FCGI_LISTENSOCK_FILENO, initSocket, type SocketAddress, type SocketOptions } from '../socket.js'
-import { requestFromParams } from './cgi.js'
+import { requestInfoFromParams } from './cgi.js'
 import { createIncomingMessage, createServerResponse, FcgiConnection } from './connection.js'
 
 /** node:http's IncomingMessage, plus the FastCGI params and role. */
@@ -201,10 +201,11 @@ export class Server extends EventEmitter {
   }
 
   #handle(fcgi: FcgiRequest, slot: Slot): Promise<void> {
-    const { info, env } = requestFromParams(fcgi._rawParams())
+    const params = fcgi._rawParams()
+    const info = requestInfoFromParams(params)
     const conn = new FcgiConnection(fcgi, info)
     slot.conn = conn
-    const req = createIncomingMessage(conn, info, env) as IncomingMessage
+    const req = createIncomingMessage(conn, info, params) as IncomingMessage
     const res = createServerResponse(req, conn) as ServerResponse
     res.on('finish', endSocket)
     if (fcgi.aborted) process.nextTick(abortNT, conn)  // the abort came with the request

@@ -2,7 +2,7 @@
 // the plain ones they replace (which test/unit/cgi.test.ts pins down).
 import { describe, expect, it } from 'vitest'
 
-import { envFromPairs, httpHeadToCgi, requestFromParams, requestInfoFromPairs } from '../../src/http/cgi.js'
+import { envFromPairs, envFromParams, httpHeadToCgi, requestInfoFromPairs, requestInfoFromParams } from '../../src/http/cgi.js'
 
 /** FCGI_PARAMS as a string -> pairs, as Request.paramPairs() splits them. */
 function pairsOf(params: string): Array<[string, string]> {
@@ -36,11 +36,12 @@ const CASES: Record<string, string> = {
   'no REQUEST_URI': ['SCRIPT_NAME=/app', 'PATH_INFO=/a b/ü', 'QUERY_STRING=x=1'].join('\0'),
 }
 
-describe('requestFromParams: the same env and request info as envFromPairs + requestInfoFromPairs', () => {
+describe('envFromParams and requestInfoFromParams: the same as envFromPairs and requestInfoFromPairs', () => {
   for (const [name, params] of Object.entries(CASES)) {
     it(name, () => {
       const pairs = pairsOf(params)
-      const { info, env } = requestFromParams(params)
+      const env = envFromParams(params)
+      const info = requestInfoFromParams(params)
       expect(env).toEqual(envFromPairs(pairs))
       expect(Object.keys(env)).toEqual(Object.keys(envFromPairs(pairs)))
       const expected = requestInfoFromPairs(pairs)
@@ -50,7 +51,7 @@ describe('requestFromParams: the same env and request info as envFromPairs + req
     })
   }
   it('header names are the same on a second request (cached)', () => {
-    expect(requestFromParams(NGINX).info.rawHeaders).toEqual(requestFromParams(NGINX).info.rawHeaders)
+    expect(requestInfoFromParams(NGINX).rawHeaders).toEqual(requestInfoFromParams(NGINX).rawHeaders)
   })
 })
 
@@ -90,4 +91,14 @@ describe('httpHeadToCgi (run-copying version) = the line-splitting one', () => {
     expect(() => httpHeadToCgi('garbage\r\n\r\n')).toThrow(/not an HTTP response head/)
     expect(() => httpHeadToCgi('HTTP/1.1 2000 X\r\n\r\n')).toThrow(/not an HTTP response head/)
   })
+})
+
+describe('httpHeadToCgi with odd header names (trimmed as before)', () => {
+  const names = ['Connection', 'connection ', ' connection', '\tConnection', '\vConnection', '\u00a0Connection', 'Connection\u00a0', 'Connectio', 'Connections', 'X-Connection', 'Upgrade', 'upgradE', 'Transfer-Encoding', 'Proxy-Connection', 'Keep-Alive', 'keep-alive\t', 'Content-Length', 'Trailer']
+  for (const name of names) {
+    it(JSON.stringify(name), () => {
+      const head = `HTTP/1.1 200 OK\r\n${name}: v\r\nX-After: 1\r\n\r\n`
+      expect(httpHeadToCgi(head)).toBe(reference(head))
+    })
+  }
 })
