@@ -31,7 +31,7 @@ describe('req.socket (FcgiConnection)', () => {
     const path = await start((req, res) => {
       const s = req.socket as unknown as FcgiConnection
       Object.assign(seen, {
-        same: s === res.socket && s === req.connection, isConn: s instanceof FcgiConnection,
+        same: s === (res.socket as unknown) && s === (req.connection as unknown), isConn: s instanceof FcgiConnection,
         remoteAddress: s.remoteAddress, remotePort: s.remotePort, remoteFamily: s.remoteFamily,
         localAddress: s.localAddress, localPort: s.localPort, address: s.address(), encrypted: s.encrypted,
         writable: s.writable, destroyed: s.destroyed, writableLength: s.writableLength, writableCorked: s.writableCorked,
