@@ -148,6 +148,11 @@ export class Request extends EventEmitter {
     return this.#pairs
   }
 
+  /** @internal FCGI_PARAMS as received ("NAME=value" strings joined with NUL), for createServer's one-pass parse. */
+  _rawParams(): string {
+    return this.#params
+  }
+
   /** FCGI_STDIN of the current request. */
   get stdin(): Readable {
     if (!this.#live()) return closedInput()

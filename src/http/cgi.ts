@@ -107,6 +107,76 @@ export function requestInfoFromPairs(pairs: ReadonlyArray<readonly [string, stri
   return cgiToRequestInfo(vars, pairs)
 }
 
+/** Calls `each(name, value)` for every param of FCGI_PARAMS as received ("NAME=value" strings joined with NUL), as Request.paramPairs() splits them. */
+function forEachParam(params: string, each: (name: string, value: string) => void): void {
+  if (params === '') return
+  for (let start = 0; ;) {
+    let end = params.indexOf('\0', start)
+    if (end < 0) end = params.length
+    const eq = params.indexOf('=', start)
+    if (eq < 0 || eq > end) each(params.slice(start, end), '')
+    else each(params.slice(start, eq), params.slice(eq + 1, end))
+    if (end === params.length) break
+    start = end + 1
+  }
+}
+
+/** envFromPairs of the params as received, without the pairs. */
+export function envFromParams(params: string): Record<string, string> {
+  const env: Record<string, string> = {}
+  forEachParam(params, (name, value) => {
+    const seen = env[name]
+    if (seen === undefined) env[name] = value
+    else env[name] = joinRepeatedParam(name, seen, value) ?? seen
+  })
+  return env
+}
+
+type RequestVars = { -readonly [K in 'REQUEST_METHOD' | 'REQUEST_URI' | 'SCRIPT_NAME' | 'PATH_INFO' | 'QUERY_STRING' | 'SERVER_PROTOCOL' | 'CONTENT_TYPE' | 'CONTENT_LENGTH' | 'REMOTE_ADDR' | 'REMOTE_PORT' | 'SERVER_ADDR' | 'SERVER_PORT' | 'HTTPS']: string | undefined }
+
+/**
+ * requestInfoFromPairs of the params as received, in one pass, without the
+ * pairs and without an object keyed by every name (each fresh name string
+ * used as a key costs a hash and a string-table lookup: createServer's
+ * `req.env` is built only when read).
+ */
+export function requestInfoFromParams(params: string): CgiRequestInfo {
+  // The first value of each variable cgiToRequestInfo reads besides HTTP_*.
+  const vars: RequestVars = {
+    REQUEST_METHOD: undefined, REQUEST_URI: undefined, SCRIPT_NAME: undefined, PATH_INFO: undefined, QUERY_STRING: undefined,
+    SERVER_PROTOCOL: undefined, CONTENT_TYPE: undefined, CONTENT_LENGTH: undefined, REMOTE_ADDR: undefined, REMOTE_PORT: undefined,
+    SERVER_ADDR: undefined, SERVER_PORT: undefined, HTTPS: undefined,
+  }
+  const httpVars: string[] = []  // HTTP_* name, value, name, value... in order, repeats included
+  // forEachParam's loop, inlined (this runs for every request).
+  for (let start = 0; params !== ''; start++) {
+    let end = params.indexOf('\0', start)
+    if (end < 0) end = params.length
+    const eq = params.indexOf('=', start)
+    const name = eq < 0 || eq > end ? params.slice(start, end) : params.slice(start, eq)
+    const value = eq < 0 || eq > end ? '' : params.slice(eq + 1, end)
+    start = end
+    if (name.startsWith('HTTP_')) httpVars.push(name, value)
+    else switch (name) {
+      case 'REQUEST_METHOD': vars.REQUEST_METHOD ??= value; break
+      case 'REQUEST_URI': vars.REQUEST_URI ??= value; break
+      case 'SCRIPT_NAME': vars.SCRIPT_NAME ??= value; break
+      case 'PATH_INFO': vars.PATH_INFO ??= value; break
+      case 'QUERY_STRING': vars.QUERY_STRING ??= value; break
+      case 'SERVER_PROTOCOL': vars.SERVER_PROTOCOL ??= value; break
+      case 'CONTENT_TYPE': vars.CONTENT_TYPE ??= value; break
+      case 'CONTENT_LENGTH': vars.CONTENT_LENGTH ??= value; break
+      case 'REMOTE_ADDR': vars.REMOTE_ADDR ??= value; break
+      case 'REMOTE_PORT': vars.REMOTE_PORT ??= value; break
+      case 'SERVER_ADDR': vars.SERVER_ADDR ??= value; break
+      case 'SERVER_PORT': vars.SERVER_PORT ??= value; break
+      case 'HTTPS': vars.HTTPS ??= value; break
+    }
+    if (end === params.length) break
+  }
+  return requestInfo(vars as Readonly<Record<string, string>>, httpVars)
+}
+
 // Repeated request headers, as node:http's IncomingMessage joins them: these
 // keep their first value, cookies join with "; ", the others with ", ".
 const FIRST_WINS = new Set([
@@ -115,42 +185,75 @@ const FIRST_WINS = new Set([
   'last-modified', 'server', 'age', 'expires',
 ])
 
+// HTTP_ACCEPT_LANGUAGE -> ['Accept-Language', 'accept-language'], for the
+// names seen so far (a bounded number: clients choose them).
+const HEADER_NAMES = new Map<string, readonly [string, string]>()
+const HEADER_NAMES_MAX = 1000
+
+function headerNames(cgiName: string): readonly [string, string] {
+  let names = HEADER_NAMES.get(cgiName)
+  if (names === undefined) {
+    const raw = headerName(cgiName.slice(5))
+    names = [raw, raw.toLowerCase()]
+    if (HEADER_NAMES.size < HEADER_NAMES_MAX) HEADER_NAMES.set(cgiName, names)
+  }
+  return names
+}
+
 /**
  * CGI variables -> what node:http's IncomingMessage carries. `pairs` are the
  * params as sent (repeats included: nginx 1.22 sends a repeated header as
  * repeated HTTP_* params); without them, `env`'s entries are used.
  */
 export function cgiToRequestInfo(env: Readonly<Record<string, string>>, pairs?: ReadonlyArray<readonly [string, string]>): CgiRequestInfo {
+  const httpVars: string[] = []
+  for (const [key, value] of pairs ?? Object.entries(env)) {
+    if (key.startsWith('HTTP_')) httpVars.push(key, value)
+  }
+  return requestInfo(env, httpVars)
+}
+
+/** cgiToRequestInfo, the HTTP_* params given as name, value, name, value... */
+function requestInfo(env: Readonly<Record<string, string>>, httpVars: readonly string[]): CgiRequestInfo {
   const headers: Record<string, string> = {}
   const rawHeaders: string[] = []
-  const add = (raw: string, value: string) => {
+  const add = (raw: string, name: string, value: string) => {
     rawHeaders.push(raw, value)
-    const name = raw.toLowerCase()
     const seen = headers[name]
     if (seen === undefined) headers[name] = value
     else if (name === 'cookie') headers[name] = `${seen}; ${value}`
     else if (!FIRST_WINS.has(name)) headers[name] = `${seen}, ${value}`
   }
-  if (env.CONTENT_TYPE !== undefined && env.CONTENT_TYPE !== '') add('Content-Type', env.CONTENT_TYPE)
-  if (env.CONTENT_LENGTH !== undefined && env.CONTENT_LENGTH !== '') add('Content-Length', env.CONTENT_LENGTH)
-  for (const [key, value] of pairs ?? Object.entries(env)) {
-    if (!key.startsWith('HTTP_') || key.length === 5) continue
+  const contentLength = env.CONTENT_LENGTH
+  if (env.CONTENT_TYPE !== undefined && env.CONTENT_TYPE !== '') add('Content-Type', 'content-type', env.CONTENT_TYPE)
+  if (contentLength !== undefined && contentLength !== '') add('Content-Length', 'content-length', contentLength)
+  for (let i = 0; i < httpVars.length; i += 2) {
+    const key = httpVars[i]!
+    if (key.length === 5) continue
     // A web server never sends these as HTTP_ (they are CONTENT_*); a client
     // that did would smuggle a second value.
     if (key === 'HTTP_CONTENT_LENGTH' || key === 'HTTP_CONTENT_TYPE') continue
     // The web server has removed the chunking and counted the body
     // (CONTENT_LENGTH): node:http never shows both (RFC 9112 6.3).
-    if (key === 'HTTP_TRANSFER_ENCODING' && env.CONTENT_LENGTH) continue
-    add(headerName(key.slice(5)), value)
+    if (key === 'HTTP_TRANSFER_ENCODING' && contentLength) continue
+    const names = headerNames(key)
+    add(names[0], names[1], httpVars[i + 1]!)
   }
-  const protocol = /^HTTP\/(\d+)\.(\d+)$/i.exec(env.SERVER_PROTOCOL ?? '')
-  const major = protocol ? Number(protocol[1]) : 1
-  const minor = protocol ? Number(protocol[2]) : 1
-  const https = (env.HTTPS ?? '').toLowerCase()
+  const serverProtocol = env.SERVER_PROTOCOL
+  let major = 1
+  let minor = 1
+  if (serverProtocol !== 'HTTP/1.1') {
+    const protocol = /^HTTP\/(\d+)\.(\d+)$/i.exec(serverProtocol ?? '')
+    if (protocol) {
+      major = Number(protocol[1])
+      minor = Number(protocol[2])
+    }
+  }
+  const https = env.HTTPS
   return {
     method: (env.REQUEST_METHOD ?? 'GET').toUpperCase(),
     url: requestUrl(env),
-    httpVersion: `${major}.${minor}`,
+    httpVersion: major === 1 && minor === 1 ? '1.1' : `${major}.${minor}`,
     httpVersionMajor: major,
     httpVersionMinor: minor,
     headers,
@@ -159,7 +262,7 @@ export function cgiToRequestInfo(env: Readonly<Record<string, string>>, pairs?: 
     remotePort: port(env.REMOTE_PORT),
     localAddress: env.SERVER_ADDR || undefined,
     localPort: port(env.SERVER_PORT),
-    encrypted: https === 'on' || https === '1',
+    encrypted: https !== undefined && https !== '' && (https === 'on' || https === '1' || https.toLowerCase() === 'on'),
   }
 }
 
@@ -173,18 +276,45 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'pr
  * same header lines but the hop-by-hop ones + "\r\n").
  */
 export function httpHeadToCgi(head: string): string {
-  const lines = head.split('\r\n')
-  const status = /^HTTP\/\d\.\d (\d{3})(?: (.*))?$/.exec(lines[0] ?? '')
+  let eol = head.indexOf('\r\n')
+  if (eol < 0) eol = head.length
+  const status = STATUS_LINE.exec(eol === head.length ? head : head.slice(0, eol))
   if (!status) throw new Error(`not an HTTP response head: ${JSON.stringify(head.slice(0, 40))}`)
-  const out = [`Status: ${status[1]}${status[2] ? ` ${status[2]}` : ''}`]
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!
-    if (line === '') continue
-    const colon = line.indexOf(':')
-    if (colon > 0 && HOP_BY_HOP.has(line.slice(0, colon).trim().toLowerCase())) continue
-    out.push(line)
+  let out = status[2] ? `Status: ${status[1]} ${status[2]}` : `Status: ${status[1]}`
+  // Header lines are copied in runs: a run ends at a line to drop.
+  let run = eol  // start of the run of kept lines (each with its leading CRLF)
+  let at = eol
+  while (at < head.length) {
+    const start = at + 2
+    let next = head.indexOf('\r\n', start)
+    if (next < 0) next = head.length
+    if (next === start || (next > start && isHopByHop(head, start, next))) {
+      // An empty line or a hop-by-hop header: what came before it is kept.
+      out += head.slice(run, at)
+      run = next
+    }
+    at = next
   }
-  return `${out.join('\r\n')}\r\n\r\n`
+  out += head.slice(run, at)
+  return `${out}\r\n\r\n`
+}
+
+const STATUS_LINE = /^HTTP\/\d\.\d (\d{3})(?: (.*))?$/
+
+/** The header line head[start, end) is one of HOP_BY_HOP (the name compared as httpHeadToCgi always did: trimmed, any case). */
+function isHopByHop(head: string, start: number, end: number): boolean {
+  // A line starting with a letter other than c, k, t, p or u is none of them.
+  const c = head.charCodeAt(start) | 0x20
+  if (c >= 0x61 && c <= 0x7a && c !== 0x63 && c !== 0x6b && c !== 0x74 && c !== 0x70 && c !== 0x75) return false
+  const colon = head.indexOf(':', start)
+  if (colon <= start || colon >= end) return false
+  // The names are 7, 10, 16 or 17 characters long: a name that starts with
+  // a letter and ends with a printable ASCII character (nothing to trim, as
+  // every name node:http lets through) and has another length is none.
+  const n = colon - start
+  const last = head.charCodeAt(colon - 1)
+  if (n !== 7 && n !== 10 && n !== 16 && n !== 17 && c >= 0x61 && c <= 0x7a && last > 0x20 && last < 0x7f) return false
+  return HOP_BY_HOP.has(head.slice(start, colon).trim().toLowerCase())
 }
 
 /**

@@ -8,16 +8,34 @@
 //     HTTP/1.1 head and body into it; the head becomes a CGI head and
 //     everything goes to FCGI_STDOUT. It carries remoteAddress & co.
 //   - the request body is pushed into the IncomingMessage from FCGI_STDIN.
+import { EventEmitter } from 'node:events'
 import http from 'node:http'
-import { Duplex } from 'node:stream'
+import type { Readable } from 'node:stream'
 
 import type { Request as FcgiRequest } from '../request.js'
-import { type CgiRequestInfo, ChunkedDecoder, envFromPairs, httpHeadToCgi } from './cgi.js'
+import { type CgiRequestInfo, ChunkedDecoder, envFromParams, httpHeadToCgi } from './cgi.js'
 
 type Callback = (err?: Error | null) => void
 
-/** The socket of one FastCGI request, as node:http's messages see it. */
-export class FcgiConnection extends Duplex {
+/** net.Socket's buffer size: write() says "wait for 'drain'" beyond it. */
+const HIGH_WATER_MARK = 64 * 1024
+
+// Request/response pieces node:http keeps on a message; typed here once.
+type Response = http.ServerResponse & { _header: string | null; chunkedEncoding: boolean }
+
+/**
+ * The socket of one FastCGI request, as node:http's messages see it.
+ *
+ * Not a stream.Duplex: a plain EventEmitter with the part of net.Socket's
+ * surface that node:http's ServerResponse and IncomingMessage use
+ * (`write()` with callbacks and backpressure, `cork()`/`uncork()`, `end()`,
+ * `destroy()`, `writable`, `destroyed`, `writableLength`, `'drain'`,
+ * `'close'`, `setTimeout()`) and what frameworks read (remoteAddress & co).
+ * Building a Duplex per request, and passing every byte through it and then
+ * through FCGI_STDOUT's Writable, cost more than the rest of the request.
+ * Bytes go straight into the FastCGI request's output queue.
+ */
+export class FcgiConnection extends EventEmitter {
   readonly remoteAddress: string | undefined
   readonly remotePort: number | undefined
   readonly remoteFamily: string | undefined
@@ -27,104 +45,243 @@ export class FcgiConnection extends Duplex {
   readonly encrypted: boolean | undefined
   /** The FastCGI request underneath. */
   readonly fcgi: FcgiRequest
+  /** node:http's link from a socket to the response it carries (set by res.assignSocket()). */
+  _httpMessage: http.ServerResponse | null = null
+  /** As net.Socket: false once ended or destroyed. */
+  writable = true
+  /** As net.Socket's: the request body reaches the IncomingMessage directly (see attachBody). */
+  readable = true
+  destroyed = false
+  /** True once 'close' was emitted. */
+  closed = false
+  /** Bytes written whose write callback has not run yet (as Writable's writableLength). */
+  writableLength = 0
+  readonly writableHighWaterMark = HIGH_WATER_MARK
+  readonly readableHighWaterMark = HIGH_WATER_MARK
+  /**
+   * The one piece of Writable state node:http touches directly
+   * (ServerResponse.end() sets `corked = 1`, then calls uncork()). Corking
+   * changes nothing here: writes wait in the request's output queue until
+   * the check phase of the loop turn anyway (see Request._write).
+   */
+  readonly _writableState = { corked: 0 }
+  /** The IncomingMessage of this request (destroyed with the connection). */
+  _req: http.IncomingMessage | undefined
+  /** Called once after 'close' (the server's per-request cleanup). */
+  _onClose: (() => void) | undefined
   #headDone = false
   #headBuffer = ''
   #dechunk: ChunkedDecoder | undefined
   #timer: NodeJS.Timeout | undefined
+  /** Bytes handed to the request's output queue whose native write has not completed. */
+  #inFlight = 0
+  #needDrain = false
 
   constructor(fcgi: FcgiRequest, info: CgiRequestInfo) {
-    super({ allowHalfOpen: true, decodeStrings: true, highWaterMark: 64 * 1024 })
+    super()
     this.fcgi = fcgi
     this.remoteAddress = info.remoteAddress
     this.remotePort = info.remotePort
     this.remoteFamily = info.remoteAddress === undefined ? undefined : info.remoteAddress.includes(':') ? 'IPv6' : 'IPv4'
     this.localAddress = info.localAddress
     this.localPort = info.localPort
-    if (info.encrypted) this.encrypted = true
+    this.encrypted = info.encrypted ? true : undefined
   }
 
-  override _read(): void {
-    // The request body reaches the IncomingMessage directly (see attachBody).
+  get writableCorked(): number {
+    return this._writableState.corked
   }
 
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: Callback): void {
-    this.#send(chunk, cb)
+  get writableEnded(): boolean {
+    return !this.writable
   }
 
-  override _writev(chunks: Array<{ chunk: Buffer }>, cb: Callback): void {
-    this.#send(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), cb)
+  cork(): void {
+    this._writableState.corked++
   }
 
-  #send(chunk: Buffer, cb: Callback): void {
+  uncork(): void {
+    if (this._writableState.corked > 0) this._writableState.corked--
+  }
+
+  /**
+   * As net.Socket's write(): the callback runs once the bytes are queued for
+   * FCGI_STDOUT while less than the high-water mark waits there, else once
+   * the native write took them; false means "wait for 'drain'".
+   */
+  write(data: string | Uint8Array, encoding?: BufferEncoding | Callback | null, cb?: Callback): boolean {
+    if (typeof encoding === 'function') {
+      cb = encoding
+      encoding = undefined
+    }
+    if (this.destroyed || !this.writable) {
+      const err = new Error(this.destroyed ? 'Cannot call write after a stream was destroyed' : 'write after end') as Error & { code: string }
+      err.code = this.destroyed ? 'ERR_STREAM_DESTROYED' : 'ERR_STREAM_WRITE_AFTER_END'
+      if (cb) process.nextTick(cb, err)
+      return false
+    }
+    const chunk = this.#headDone && !this.#dechunk ? toBuffer(data, encoding) : this.#convert(data, encoding)
     this._active()
+    if (chunk !== undefined && chunk.length > 0 && !this.fcgi.aborted) {
+      const len = chunk.length
+      this.#inFlight += len
+      this.writableLength += len
+      if (this.#inFlight < HIGH_WATER_MARK) {
+        // Room left: acknowledged at once (as a socket's buffer would), so
+        // that a response ended right after its last write leaves together
+        // with FCGI_END_REQUEST.
+        this.fcgi._write(1, chunk, (): void => this.#written(len, false, undefined))
+        process.nextTick(acked, this, len, cb)
+      } else {
+        // Backpressure: acknowledged once the native write took the bytes.
+        this.fcgi._write(1, chunk, (): void => this.#written(len, true, cb))
+      }
+    } else {
+      // Nothing to send (an empty write, a 1xx head, framing only), or the
+      // web server is gone: dropped, as node:http does for a closed socket.
+      if (cb) process.nextTick(cb)
+    }
+    if (this.writableLength < HIGH_WATER_MARK) return true
+    this.#needDrain = true
+    return false
+  }
+
+  /** A native write (or the finish that carried it) completed. */
+  #written(len: number, deferred: boolean, cb: Callback | undefined): void {
+    this.#inFlight -= len
+    if (deferred) acked(this, len, cb)
+  }
+
+  /** @internal the write callback ran: `len` bytes left writableLength. */
+  _acked(len: number): void {
+    this.writableLength -= len
+    if (this.#needDrain && this.writableLength === 0 && !this.destroyed) {
+      this.#needDrain = false
+      this.emit('drain')
+      // node:http's server passes a socket's 'drain' on to the response.
+      const res = this._httpMessage
+      if (res && !res.writableFinished) res.emit('drain')
+    }
+  }
+
+  /**
+   * The bytes to send for what node:http wrote while the head is not out
+   * yet (or with chunked framing to remove): the HTTP head becomes a CGI
+   * head. undefined: nothing to send yet.
+   */
+  #convert(data: string | Uint8Array, encoding: BufferEncoding | null | undefined): Buffer | undefined {
     if (!this.#headDone) {
-      // ServerResponse writes its complete head first (alone, or in front of
-      // the first body chunk of a string write). Interim 1xx heads
-      // (writeContinue, writeEarlyHints) come before it: CGI has no way to
-      // send them (web servers drop them from upstreams too), so they are
-      // skipped.
-      this.#headBuffer += chunk.toString('latin1')
+      const res = this._httpMessage as Response | null
+      const header = res?._header
+      // The usual case: node:http writes its head as a string, alone or in
+      // front of the first body string, and it is the response's own
+      // `_header`: converted as a string, encoded once, with the encoding
+      // node:http would have used for the whole.
+      if (typeof data === 'string' && this.#headBuffer === '' && typeof header === 'string' && header.length > 0 && data.startsWith(header) && !res!.chunkedEncoding) {
+        this.#headDone = true
+        const head = httpHeadToCgi(header)
+        return Buffer.from(data.length === header.length ? head : head + data.slice(header.length), encoding ?? 'utf8')
+      }
+      // Anything else: collected as bytes until the head is complete.
+      // Interim 1xx heads (writeContinue, writeEarlyHints) come before it:
+      // CGI has no way to send them (web servers drop them from upstreams
+      // too), so they are skipped.
+      this.#headBuffer += toBuffer(data, encoding).toString('latin1')
       let end: number
       for (;;) {
         end = this.#headBuffer.indexOf('\r\n\r\n')
         if (end < 0 || !/^HTTP\/\d\.\d 1\d\d/.test(this.#headBuffer)) break
         this.#headBuffer = this.#headBuffer.slice(end + 4)
       }
-      if (end < 0) {
-        cb()
-        return
-      }
+      if (end < 0) return undefined
       this.#headDone = true
       const head = httpHeadToCgi(this.#headBuffer.slice(0, end + 4))
       let rest = Buffer.from(this.#headBuffer.slice(end + 4), 'latin1')
       this.#headBuffer = ''
       // The app set Transfer-Encoding: chunked itself: node:http frames the
       // body, the web server will frame it again for its client.
-      if ((this as { _httpMessage?: { chunkedEncoding?: boolean } })._httpMessage?.chunkedEncoding) this.#dechunk = new ChunkedDecoder()
+      if (res?.chunkedEncoding) this.#dechunk = new ChunkedDecoder()
       if (this.#dechunk) rest = Buffer.concat(this.#dechunk.push(rest))
-      chunk = rest.length === 0 ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), rest])
-    } else if (this.#dechunk) {
-      chunk = Buffer.concat(this.#dechunk.push(chunk))
-      if (chunk.length === 0) {
-        cb()
-        return
-      }
+      return rest.length === 0 ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), rest])
     }
-    const stdout = this.fcgi.stdout
-    if (stdout.destroyed || this.fcgi.aborted) {
-      cb()  // the web server is gone: dropped, as node:http does for a closed socket
-      return
-    }
-    // Acknowledge at once while FCGI_STDOUT has room, so that a response
-    // ended right after its last write leaves with FCGI_END_REQUEST in one
-    // write; otherwise wait for the native write (backpressure).
-    if (stdout.write(chunk)) {
-      process.nextTick(cb)
-      return
-    }
-    const done = () => {
-      stdout.off('drain', done)
-      stdout.off('close', done)
-      cb()
-    }
-    stdout.on('drain', done)
-    stdout.on('close', done)
+    return Buffer.concat(this.#dechunk!.push(toBuffer(data, encoding)))
   }
 
-  override _final(cb: Callback): void {
-    this.fcgi.finish().then(() => cb(), cb)
+  /** As net.Socket's end(): no more writes; the FastCGI request is finished, then 'close'. */
+  end(data?: string | Uint8Array | Callback, encoding?: BufferEncoding | Callback, cb?: Callback): this {
+    if (typeof data === 'function') {
+      cb = data
+      data = undefined
+    } else if (typeof encoding === 'function') {
+      cb = encoding
+      encoding = undefined
+    }
+    if (data !== undefined && data !== null) this.write(data, encoding as BufferEncoding | undefined)
+    if (cb) this.once('finish', cb)
+    if (!this.writable || this.destroyed) return this
+    this.writable = false
+    this.fcgi.finish().then(() => process.nextTick(closeNT, this, null, true), () => process.nextTick(closeNT, this, null, true))
+    return this
   }
 
-  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+  /**
+   * As net.Socket's destroy(). Destroyed before the response ended (a
+   * listener failed after sending headers, a timeout, res.destroy()): the
+   * web server must see the response cut short, as a client of node:http
+   * sees a reset socket. Otherwise (or once the web server is gone) the
+   * request is finished.
+   */
+  destroy(err?: Error | null): this {
+    if (this.destroyed) return this
+    this.destroyed = true
+    this.writable = false
+    this.readable = false
     if (this.#timer) clearTimeout(this.#timer)
-    // Destroyed before the response ended (a listener failed after sending
-    // headers, a timeout, res.destroy()): the web server must see the
-    // response cut short, as a client of node:http sees a reset socket.
-    // Otherwise (or once the web server is gone) the request is finished.
-    const res = (this as { _httpMessage?: { writableFinished?: boolean } })._httpMessage
-    const cut = !this.fcgi.aborted && res !== undefined && res.writableFinished !== true
+    const res = this._httpMessage
+    const cut = !this.fcgi.aborted && res !== null && res.writableFinished !== true
     const end = cut ? this.fcgi.abort() : this.fcgi.finish()
-    end.then(() => cb(this.listenerCount('error') > 0 ? err : null), () => cb(null))
+    end.then(() => process.nextTick(closeNT, this, err ?? null, false), () => process.nextTick(closeNT, this, null, false))
+    return this
+  }
+
+  destroySoon(): void {
+    this.end()
+  }
+
+  /** @internal the FastCGI request is over: 'finish' (after end()), 'error', 'close'. */
+  _closed(err: Error | null, ended: boolean): void {
+    if (this.closed) return
+    this.closed = true
+    this.destroyed = true
+    this.writable = false
+    this.readable = false
+    if (this.#timer) clearTimeout(this.#timer)
+    if (ended) this.emit('finish')
+    if (err && this.listenerCount('error') > 0) this.emit('error', err)
+    this.emit('close', err !== null)
+    const req = this._req
+    if (req && !req.readableEnded && !req.destroyed) req.destroy()
+    const onClose = this._onClose
+    this._onClose = undefined
+    onClose?.()
+  }
+
+  /** @internal the web server aborted the request (FCGI_ABORT_REQUEST or a dropped connection). */
+  _aborted(): void {
+    if (this.closed) return
+    // As node:http when the client goes away: 'aborted'/'close' on req,
+    // 'close' on res; whatever is written after that is dropped.
+    const req = this._req
+    if (req && !req.destroyed) req.destroy(abortedError())
+    this.destroy()
+  }
+
+  pause(): this {
+    return this
+  }
+
+  resume(): this {
+    return this
   }
 
   // ---- what net.Socket offers and frameworks call
@@ -134,7 +291,7 @@ export class FcgiConnection extends Duplex {
     if (this.#timer) clearTimeout(this.#timer)
     this.#timer = undefined
     if (callback) this.once('timeout', callback)
-    if (ms > 0) {
+    if (ms > 0 && !this.destroyed) {
       this.#timer = setTimeout(() => this.emit('timeout'), ms)
       this.#timer.unref()
     }
@@ -166,14 +323,51 @@ export class FcgiConnection extends Duplex {
     if (this.localAddress === undefined) return {}
     return { address: this.localAddress, port: this.localPort ?? 0, family: this.localAddress.includes(':') ? 'IPv6' : 'IPv4' }
   }
+}
 
-  destroySoon(): void {
-    this.end()
-  }
+function acked(conn: FcgiConnection, len: number, cb: Callback | undefined): void {
+  conn._acked(len)
+  cb?.()
+}
+
+function closeNT(conn: FcgiConnection, err: Error | null, ended: boolean): void {
+  conn._closed(err, ended)
+}
+
+function toBuffer(data: string | Uint8Array, encoding: BufferEncoding | null | undefined): Buffer {
+  if (typeof data === 'string') return Buffer.from(data, encoding ?? 'utf8')
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+}
+
+// req.env, the request's CGI environment, is built on first read: making an
+// object keyed by every param costs about a microsecond per request, which a
+// handler that never reads it should not pay. The lazy property cannot be an
+// accessor of each req (one defined per instance made node:http's own work
+// on req twice as slow), nor of a prototype of ours (Express replaces req's
+// prototype with its own, which chains to IncomingMessage.prototype): it is
+// an accessor on http.IncomingMessage.prototype, defined once, that answers
+// only for our requests (undefined for any other IncomingMessage, as before).
+// The first read replaces it on that req by a plain data property.
+const kParams = Symbol('libfcgi.params')
+if (!Object.prototype.hasOwnProperty.call(http.IncomingMessage.prototype, 'env')) {
+  Object.defineProperty(http.IncomingMessage.prototype, 'env', {
+    configurable: true,
+    enumerable: false,
+    get(this: { [kParams]?: string }): Record<string, string> | undefined {
+      const params = this[kParams]
+      if (params === undefined) return undefined
+      const env = envFromParams(params)
+      Object.defineProperty(this, 'env', { value: env, writable: true, enumerable: true, configurable: true })
+      return env
+    },
+    set(this: object, value: unknown): void {
+      Object.defineProperty(this, 'env', { value, writable: true, enumerable: true, configurable: true })
+    },
+  })
 }
 
 /** An IncomingMessage for a FastCGI request, its body fed from FCGI_STDIN. */
-export function createIncomingMessage(conn: FcgiConnection, info: CgiRequestInfo, pairs: ReadonlyArray<readonly [string, string]>): http.IncomingMessage & { env: Record<string, string>; role: string } {
+export function createIncomingMessage(conn: FcgiConnection, info: CgiRequestInfo, params: string): http.IncomingMessage & { env: Record<string, string>; role: string } {
   const req = new http.IncomingMessage(conn as unknown as import('node:net').Socket) as http.IncomingMessage & { env: Record<string, string>; role: string }
   req.method = info.method
   req.url = info.url
@@ -182,35 +376,36 @@ export function createIncomingMessage(conn: FcgiConnection, info: CgiRequestInfo
   req.httpVersionMinor = info.httpVersionMinor
   req.headers = info.headers
   req.rawHeaders = info.rawHeaders
-  // Made on first read, from this request's own params.
-  req.env = envFromPairs(pairs)
+  // req.env: made from these on first read (see the accessor below).
+  ;(req as unknown as { [kParams]: string })[kParams] = params
   req.role = conn.fcgi.role
   // As node:http's parser: a request without a body is complete at once.
   const length = info.headers['content-length']
   if ((length === undefined || length === '0') && info.headers['transfer-encoding'] === undefined) req.complete = true
   attachBody(req, conn.fcgi)
+  conn._req = req
   return req
 }
 
 function attachBody(req: http.IncomingMessage, fcgi: FcgiRequest): void {
-  const stdin = fcgi.stdin
-  let flowing = false
+  // FCGI_STDIN's stream is made only when the app reads the body.
+  let stdin: Readable | undefined
   // Own properties: they survive a framework replacing the prototype.
   const state = req as unknown as { _read: (n: number) => void; _consuming: boolean }
   state._read = () => {
     state._consuming = true  // node:http's flag: the app reads the body
-    if (!flowing) {
-      flowing = true
-      stdin.on('data', (chunk: Buffer) => {
+    if (stdin === undefined) {
+      const input = (stdin = fcgi.stdin)
+      input.on('data', (chunk: Buffer) => {
         ;(req.socket as unknown as FcgiConnection)._active()
-        if (!req.push(chunk)) stdin.pause()
+        if (!req.push(chunk)) input.pause()
       })
-      stdin.once('end', () => {
+      input.once('end', () => {
         req.complete = true
         req.push(null)
       })
       // The web server gone mid-body: node:http's error for that is ECONNRESET.
-      stdin.once('error', (err: Error & { code?: string }) => req.destroy(err.code === 'ERR_FASTCGI_REQUEST_ABORTED' ? abortedError() : err))
+      input.once('error', (err: Error & { code?: string }) => req.destroy(err.code === 'ERR_FASTCGI_REQUEST_ABORTED' ? abortedError() : err))
     } else {
       stdin.resume()
     }
@@ -230,18 +425,20 @@ export function createServerResponse(req: http.IncomingMessage, conn: FcgiConnec
   // A response announcing trailers (a Trailer header) needs chunked framing,
   // or node:http throws ERR_HTTP_TRAILER_INVALID: let node frame it; the
   // socket shim removes the framing and the trailers (CGI has none).
-  const store = (res as unknown as { _storeHeader: (line: string, headers: unknown) => void })._storeHeader
-  ;(res as unknown as { _storeHeader: (line: string, headers: unknown) => void })._storeHeader = function (this: http.ServerResponse, line: string, headers: unknown) {
-    if (announcesTrailers(this, headers)) (this as unknown as { _removedTE: boolean })._removedTE = false
-    return store.call(this, line, headers)
-  }
+  ;(res as unknown as { _storeHeader: typeof storeHeader })._storeHeader = storeHeader
   res.assignSocket(conn as unknown as import('node:net').Socket)
   // FCGI_STDERR: lines written here land in the web server's error log.
   ;(res as unknown as { stderr: unknown }).stderr = conn.fcgi.stderr
-  conn.on('drain', () => {
-    if (!res.writableFinished) res.emit('drain')
-  })
   return res
+}
+
+// node:http's own head builder (OutgoingMessage.prototype._storeHeader).
+const nodeStoreHeader = (http.OutgoingMessage.prototype as unknown as { _storeHeader: (line: string, headers: unknown) => void })._storeHeader
+
+/** _storeHeader of our responses: chunked framing when trailers are announced (see createServerResponse). */
+function storeHeader(this: http.ServerResponse, line: string, headers: unknown): void {
+  if (announcesTrailers(this, headers)) (this as unknown as { _removedTE: boolean })._removedTE = false
+  nodeStoreHeader.call(this, line, headers)
 }
 
 function announcesTrailers(res: http.ServerResponse, headers: unknown): boolean {

@@ -5,8 +5,8 @@ import type http from 'node:http'
 import type { ListenAddress } from '../address.js'
 import { Request as FcgiRequest } from '../request.js'
 import { type FcgiSocket, FCGI_LISTENSOCK_FILENO, initSocket, type SocketAddress, type SocketOptions } from '../socket.js'
-import { requestInfoFromPairs } from './cgi.js'
-import { abortedError, createIncomingMessage, createServerResponse, FcgiConnection } from './connection.js'
+import { requestInfoFromParams } from './cgi.js'
+import { createIncomingMessage, createServerResponse, FcgiConnection } from './connection.js'
 
 /** node:http's IncomingMessage, plus the FastCGI params and role. */
 export type IncomingMessage = http.IncomingMessage & {
@@ -186,53 +186,53 @@ export class Server extends EventEmitter {
   // One accept loop per parallel request, as libfcgi's threaded example.
   async #serve(socket: FcgiSocket): Promise<void> {
     const fcgi = new FcgiRequest(socket)
+    const slot: Slot = { conn: undefined }
+    // One 'aborted' listener for the life of the slot (the Request object
+    // serves request after request), not one per request.
+    fcgi.on('aborted', () => slot.conn?._aborted())
     while (await fcgi.accept()) {
       try {
-        await this.#handle(fcgi)
+        await this.#handle(fcgi, slot)
       } catch (err) {
         this.#report(err as Error)
       }
+      slot.conn = undefined
     }
   }
 
-  #handle(fcgi: FcgiRequest): Promise<void> {
-    // The full environment object is built only if the app reads req.env.
-    const pairs = fcgi.paramPairs()
-    const info = requestInfoFromPairs(pairs)
+  #handle(fcgi: FcgiRequest, slot: Slot): Promise<void> {
+    const params = fcgi._rawParams()
+    const info = requestInfoFromParams(params)
     const conn = new FcgiConnection(fcgi, info)
-    const req = createIncomingMessage(conn, info, pairs) as IncomingMessage
+    slot.conn = conn
+    const req = createIncomingMessage(conn, info, params) as IncomingMessage
     const res = createServerResponse(req, conn) as ServerResponse
-    const done = new Promise<void>((resolve) => conn.once('close', resolve))
-
-    res.once('finish', () => conn.end())
-    conn.once('finish', () => conn.destroy())
-    const onAborted = () => {
-      // As node:http when the client goes away: 'aborted'/'close' on req,
-      // 'close' on res; whatever is written after that is dropped.
-      if (!req.destroyed) req.destroy(abortedError())
-      conn.destroy()
-    }
-    if (fcgi.aborted) process.nextTick(onAborted)  // the abort came with the request
-    else fcgi.once('aborted', onAborted)
+    res.on('finish', endSocket)
+    if (fcgi.aborted) process.nextTick(abortNT, conn)  // the abort came with the request
     if (this.timeout > 0) {
       conn.setTimeout(this.timeout, () => {
         const handled = res.emit('timeout', conn) || req.emit('timeout', conn) || this.emit('timeout', conn)
         if (!handled) conn.destroy()
       })
     }
-    let timer: NodeJS.Timeout | undefined
+    let done: Promise<void>
     if (this.requestTimeout > 0 && !req.complete) {
-      timer = setTimeout(() => {
+      const timer = setTimeout(() => {
         if (!req.complete) this.#timedOut(res, conn)
       }, this.requestTimeout)
       timer.unref()
       req.once('end', () => clearTimeout(timer))
+      done = new Promise<void>((resolve) => {
+        conn._onClose = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+    } else {
+      done = new Promise<void>((resolve) => {
+        conn._onClose = resolve
+      })
     }
-    conn.once('close', () => {
-      fcgi.off('aborted', onAborted)  // the Request object serves the next request
-      if (timer) clearTimeout(timer)
-      if (!req.readableEnded && !req.destroyed) req.destroy()
-    })
 
     const listeners = this.listeners('request') as RequestListener[]
     if (listeners.length === 0) {
@@ -270,6 +270,20 @@ export class Server extends EventEmitter {
     if (this.listenerCount('requestError') > 0) this.emit('requestError', err, req, res)
     else console.error('libfcgi: request listener failed:', err)
   }
+}
+
+/** What a slot's accept loop serves now. */
+interface Slot {
+  conn: FcgiConnection | undefined
+}
+
+/** The response is complete: the FastCGI request is finished (as node:http ends a connection it will not reuse). */
+function endSocket(this: http.ServerResponse): void {
+  ;(this.socket as unknown as FcgiConnection | null)?.end()
+}
+
+function abortNT(conn: FcgiConnection): void {
+  conn._aborted()
 }
 
 /**
