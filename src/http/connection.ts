@@ -348,7 +348,8 @@ function toBuffer(data: string | Uint8Array, encoding: BufferEncoding | null | u
 // an accessor on http.IncomingMessage.prototype, defined once, that answers
 // only for our requests (undefined for any other IncomingMessage, as before).
 // The first read replaces it on that req by a plain data property.
-const kParams = Symbol('libfcgi.params')
+// Symbol.for: the ESM and CommonJS builds, if both are loaded, share the accessor.
+const kParams = Symbol.for('libfcgi.params')
 if (!Object.prototype.hasOwnProperty.call(http.IncomingMessage.prototype, 'env')) {
   Object.defineProperty(http.IncomingMessage.prototype, 'env', {
     configurable: true,
