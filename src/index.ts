@@ -11,5 +11,5 @@ export type { IncomingMessage, ServerResponse, RequestListener, ServerOptions, L
 export { FcgiConnection } from './http/connection.js'
 export { cgiToRequestInfo, envFromPairs, httpHeadToCgi, requestInfoFromPairs, requestUrl } from './http/cgi.js'
 export type { CgiRequestInfo } from './http/cgi.js'
-export { serve, toFetchRequest, sendFetchResponse } from './http/fetch.js'
+export { serve, fetchListener, toFetchRequest, sendFetchResponse } from './http/fetch.js'
 export type { ServeOptions, FetchHandler, FetchContext } from './http/fetch.js'

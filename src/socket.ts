@@ -295,7 +295,8 @@ function resolveOptions(options: SocketOptions): NativeServerOptions {
   }
 }
 
-function listen(target: ListenTarget, backlog: number): { fd: number; unlinkPath?: string } {
+/** @internal Opens (or checks) the listening socket of `target`: the fd, and the unix path to unlink at close. */
+export function openListenSocket(target: ListenTarget, backlog: number): { fd: number; unlinkPath?: string } {
   let result: FdResult
   if (target.kind === 'fd') {
     if (!native.isListening(target.fd)) {
@@ -326,7 +327,7 @@ export function initSocket(address?: ListenAddress, backlogOrOptions?: number | 
   const backlog = positiveInt('backlog', typeof backlogOrOptions === 'number' ? backlogOrOptions : options.backlog, 511)
   const target = parseListenAddress(address ?? { fd: FCGI_LISTENSOCK_FILENO }, options.mode)
   const resolved = resolveOptions(options)
-  const { fd, unlinkPath } = listen(target, backlog)
+  const { fd, unlinkPath } = openListenSocket(target, backlog)
   return new FcgiSocket(fd, target, resolved, unlinkPath)
 }
 

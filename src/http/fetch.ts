@@ -112,14 +112,12 @@ export async function sendFetchResponse(response: Response, res: ServerResponse,
  *
  * `request.signal` is aborted when the web server drops the request.
  */
-export function serve(options: ServeOptions, onListening?: () => void): Server {
-  const { fetch: handler, onError, listen, port, hostname, path, ...serverOptions } = options
-  if (typeof handler !== 'function') {
-    const err = new TypeError('serve() needs a fetch(request) function') as TypeError & { code: string }
-    err.code = 'ERR_INVALID_ARG_TYPE'
-    throw err
-  }
-  const server = createServer(serverOptions, async (req, res) => {
+/**
+ * A node:http request listener that runs a fetch handler: what serve() uses,
+ * for a createServer() of your own (or the `libfcgi serve` command).
+ */
+export function fetchListener(handler: FetchHandler, onError?: ServeOptions['onError']): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
+  return async (req, res) => {
     const controller = new AbortController()
     const onClose = () => {
       if (!res.writableFinished) controller.abort(new Error('the web server dropped the request'))
@@ -134,7 +132,17 @@ export function serve(options: ServeOptions, onListening?: () => void): Server {
       response = await onError(err, request)
     }
     await sendFetchResponse(response, res, controller.signal)
-  })
+  }
+}
+
+export function serve(options: ServeOptions, onListening?: () => void): Server {
+  const { fetch: handler, onError, listen, port, hostname, path, ...serverOptions } = options
+  if (typeof handler !== 'function') {
+    const err = new TypeError('serve() needs a fetch(request) function') as TypeError & { code: string }
+    err.code = 'ERR_INVALID_ARG_TYPE'
+    throw err
+  }
+  const server = createServer(serverOptions, fetchListener(handler, onError))
   const address: ListenAddress | undefined = listen ?? (path !== undefined ? { path, mode: parseMode(options.mode) } : port !== undefined ? { port, host: hostname } : undefined)
   if (onListening) server.once('listening', onListening)
   return address === undefined ? server.listen() : server.listen(address)
