@@ -28,7 +28,7 @@ export const EXIT = {
 } as const
 
 const SPECS: FlagSpec[] = [
-  { name: 'connect', short: 'c', env: 'LIBFCGI_CONNECT', value: 'ADDR', help: 'server address: /path.sock, unix:PATH, PORT, HOST:PORT, [V6]:PORT (default: LIBFCGI_LISTEN, serve\'s address)' },
+  { name: 'connect', short: 'c', env: 'LIBFCGI_CONNECT', value: 'ADDR', help: 'server: /path.sock, unix:PATH, PORT, HOST:PORT, [V6]:PORT (else LIBFCGI_LISTEN)' },
   { name: 'request', short: 'X', value: 'METHOD', help: 'request method (default GET, or POST with -d)' },
   { name: 'header', short: 'H', repeat: true, value: "'NAME: VALUE'", help: "request header (repeatable); 'NAME:' drops a default one (Host)" },
   { name: 'data', short: 'd', repeat: true, value: 'DATA', help: 'request body: text, @FILE, or @- for stdin, sent byte for byte (repeats joined with &)' },

@@ -20,6 +20,7 @@ import express from 'express'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 
 import { type FcgiResponse, FastCGIClientError, createServer, fcgiRequest, getValues, parseCgiResponse, parseConnectAddress, type Server } from '../../src/index.js'
+import { runCgiFcgi } from '../helpers/cgi-fcgi.js'
 import { encodeEndRequest, encodeRecord, FCGI_STDERR, FCGI_STDOUT, FCGI_UNKNOWN_TYPE, RecordParser } from '../helpers/fcgi-client.js'
 import { serveLoops, TestSession } from '../helpers/session.js'
 import { tmpSocketPath, waitFor, withTimeout } from '../helpers/wait.js'
@@ -372,7 +373,7 @@ int main(void) {
 }
 `
 
-const haveCTools = existsSync('/usr/include/fcgiapp.h') && existsSync('/usr/bin/spawn-fcgi') && (() => {
+const haveCTools = existsSync('/usr/include/fcgiapp.h') && existsSync('/usr/bin/spawn-fcgi') && existsSync('/usr/bin/cgi-fcgi') && (() => {
   try { execFileSync('sh', ['-c', 'command -v cc'], { stdio: 'ignore' }); return true } catch { return false }
 })()
 
@@ -404,6 +405,11 @@ describe.runIf(haveCTools)('interoperability with a C libfcgi application (spawn
     expect(res.appStatus).toBe(7)
     expect(res.stderr.toString()).toBe(`c-app: ${BINARY.length} bytes\n`)
     expect(res.body.equals(Buffer.concat([Buffer.from('POST /c?x\n'), BINARY]))).toBe(true)
+    // Debian's cgi-fcgi, given the same params as its environment, gets the same response.
+    const viaCgiFcgi = await runCgiFcgi({ path: p }, { env: Object.fromEntries(res.params), stdin: BINARY })
+    expect(viaCgiFcgi.code).toBe(7) // cgi-fcgi exits with the appStatus
+    const parsed = parseCgiResponse(viaCgiFcgi.stdout)
+    expect({ ...parsed, body: parsed.body.toString('latin1') }).toEqual({ status: res.status, statusText: res.statusText, headers: res.headers, rawHeaders: res.rawHeaders, body: res.body.toString('latin1') })
     const cli = await runCli(['-c', p, '-i', '/from-cli'])
     expect(cli.code).toBe(0)
     expect(cli.stdout.toString()).toBe('HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\n\r\nGET /from-cli\n')
