@@ -66,7 +66,9 @@ examples:
   libfcgi request -c /run/php/php-fpm.sock -s /ping   # PHP-FPM's ping page`
 
 /** The errors that mean "could not reach the server at all". */
-const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'EPERM', 'ENOTSOCK', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'EPROTOTYPE', 'ENOTDIR', 'ECONNABORTED'])
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'EPERM', 'ENOTSOCK', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'EPROTOTYPE', 'ENOTDIR', 'ECONNABORTED',
+  // connect() on a unix socket whose listen backlog is full
+  'EAGAIN'])
 
 export function exitCodeFor(err: unknown): number {
   const code = (err as { code?: string } | undefined)?.code
