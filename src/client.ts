@@ -569,7 +569,7 @@ export async function fcgiRequest(options: FcgiRequestOptions): Promise<FcgiResp
   streamRecords(PARAMS, encodePairs(params), head)
   head.push(recordHeader(PARAMS, REQUEST_ID, 0))
 
-  return withConnection<FcgiResponse>(target, options.timeout, options.signal, (conn, resolve) => {
+  const response = withConnection<FcgiResponse>(target, options.timeout, options.signal, (conn, resolve) => {
     const stdout: Buffer[] = []
     const stderr: Buffer[] = []
     let received = 0
@@ -620,6 +620,13 @@ export async function fcgiRequest(options: FcgiRequestOptions): Promise<FcgiResp
           : `${describe(target)} closed the connection before the end of the response (FCGI_END_REQUEST) after ${received} bytes of output`,
     }
   })
+  // A body stream the request is over with (an early answer, an error, the
+  // timeout) is not read any further: release it, as fetch() does.
+  if (body !== undefined && !Buffer.isBuffer(body)) {
+    const stream = body
+    void response.catch(() => {}).finally(() => { if (!stream.readableEnded) stream.destroy() })
+  }
+  return response
 }
 
 /** FCGI_STDIN: the body's records, then the empty record that ends the stream. */

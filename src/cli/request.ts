@@ -181,7 +181,7 @@ export async function main(argv: string[]): Promise<number> {
   const connect = target.kind === 'unix' ? { path: target.path } : { host: target.host, port: target.port }
 
   const timeoutText = flags.get('max-time') as string | undefined
-  const timeout = timeoutText === undefined ? 10_000 : parseDuration(timeoutText, source.get('max-time') ?? '--max-time')
+  let timeout = timeoutText === undefined ? 10_000 : parseDuration(timeoutText, source.get('max-time') ?? '--max-time')
   const silent = flags.get('silent') === true
 
   if (flags.get('get-values')) {
@@ -231,7 +231,17 @@ export async function main(argv: string[]): Promise<number> {
   const data = flags.get('data') as string[] | undefined
   let body: Body | undefined
   if (data) {
-    body = await loadBody(data)
+    // --max-time covers reading stdin too (a pipe that never closes).
+    const started = Date.now()
+    let timer: NodeJS.Timeout | undefined
+    const expired = new Promise<'timeout'>((resolve) => { if (timeout) timer = setTimeout(() => resolve('timeout'), timeout) })
+    const loaded = await Promise.race([loadBody(data), expired]).finally(() => clearTimeout(timer))
+    if (loaded === 'timeout') {
+      process.stdin.destroy()
+      return fail(`timed out after ${timeout} ms reading the body (-d)`, EXIT.TIMEOUT)
+    }
+    body = loaded
+    if (timeout) timeout = Math.max(1, timeout - (Date.now() - started))
     // curl's default for -d; a server decides from it how to parse the body.
     if (!finalHeaders.some(([n]) => n.toLowerCase() === 'content-type') && !dropped.has('content-type')) {
       finalHeaders.push(['Content-Type', 'application/x-www-form-urlencoded'])

@@ -121,7 +121,7 @@ function afterRequest(socket: net.Socket, answer: (socket: net.Socket) => void):
 interface CliResult { code: number | null; stdout: Buffer; stderr: string; ms: number }
 
 /** Runs `node dist/cli.js request ...args`, bounded; the environment has no LIBFCGI_* but what `env` adds. */
-function runCli(args: string[], opts: { stdin?: Buffer | string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
+function runCli(args: string[], opts: { stdin?: Buffer | string; keepStdinOpen?: boolean; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
   const env: Record<string, string> = {}
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('LIBFCGI_')) env[k] = v
   Object.assign(env, opts.env)
@@ -139,7 +139,8 @@ function runCli(args: string[], opts: { stdin?: Buffer | string; env?: Record<st
       resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString(), ms: Date.now() - started })
     })
     child.stdin.on('error', () => {})
-    child.stdin.end(opts.stdin ?? '')
+    if (opts.keepStdinOpen) child.stdin.write(opts.stdin ?? '')
+    else child.stdin.end(opts.stdin ?? '')
   }), opts.timeoutMs ?? 15000, `libfcgi request ${args.join(' ')}`)
 }
 
@@ -320,6 +321,19 @@ describe('fcgiRequest errors', () => {
     expect(res.body.toString()).toBe('body')
     expect(res.stderr.toString()).toBe('err!')
     expect(res.appStatus).toBe(42)
+  })
+
+  it('an answer before the whole body was sent: the response is returned and the body stream released', async () => {
+    const p = await rawServer((s) => s.once('data', () => {
+      s.end(Buffer.concat([encodeRecord(FCGI_STDOUT, 1, 'Status: 413 Payload Too Large\r\n\r\nno'), encodeRecord(FCGI_STDOUT, 1), encodeEndRequest(1)]))
+    }))
+    let reads = 0
+    const endless = new Readable({ read() { reads++; this.push(Buffer.alloc(16384)) } })
+    const res = await fcgiRequest({ connect: p, body: endless, timeout: 5000 })
+    expect(res.status).toBe(413)
+    expect(res.body.toString()).toBe('no')
+    await waitFor(() => endless.destroyed, { timeoutMs: 2000, what: 'the body stream to be destroyed' })
+    expect(reads).toBeGreaterThan(0)
   })
 
   it('parseConnectAddress and parseCgiResponse', () => {
@@ -521,6 +535,12 @@ describe('libfcgi request (dist/cli.js)', () => {
     expect(slow.code).toBe(4)
     expect(slow.stderr).toContain('timed out after 700 ms')
     expect(slow.ms).toBeLessThan(8000)
+
+    // --max-time also bounds reading a stdin that never closes.
+    const stuck = await runCli(['-c', never, '-m', '700ms', '-d', '@-', '/'], { stdin: 'partial', keepStdinOpen: true })
+    expect(stuck.code).toBe(4)
+    expect(stuck.stderr).toContain('reading the body')
+    expect(stuck.ms).toBeLessThan(8000)
 
     const garbage = await rawServer((s) => s.end('SSH-2.0-OpenSSH_9.2\r\n'))
     const g = await runCli(['-c', garbage, '/'])
