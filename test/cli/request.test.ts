@@ -207,6 +207,18 @@ describe('fcgiRequest against our low-level Request loop', () => {
     expect(bin.body.equals(BINARY)).toBe(true)
   })
 
+  it('over IPv6 ([::1]:port), in the authorizer role', async () => {
+    const { sock } = lowLevelServer({ port: 0, host: '::1' })
+    await waitFor(() => sock.address(), { what: 'the socket address' })
+    const port = (sock.address() as { port: number }).port
+    const res = await fcgiRequest({ connect: `[::1]:${port}`, role: 'authorizer', timeout: 10000 })
+    const { env } = json(res)
+    expect(env.HTTP_HOST).toBe(`[::1]:${port}`)
+    expect(env.SERVER_NAME).toBe('[::1]')
+    expect(env.SERVER_ADDR).toBe('::1')
+    expect(env.FCGI_ROLE).toBe('AUTHORIZER')
+  })
+
   it('getValues: FCGI_GET_VALUES answered by libfcgi', async () => {
     const p = tmpSocketPath('values')
     lowLevelServer(p)
