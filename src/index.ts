@@ -13,3 +13,5 @@ export { cgiToRequestInfo, envFromPairs, httpHeadToCgi, requestInfoFromPairs, re
 export type { CgiRequestInfo } from './http/cgi.js'
 export { serve, fetchListener, toFetchRequest, sendFetchResponse } from './http/fetch.js'
 export type { ServeOptions, FetchHandler, FetchContext } from './http/fetch.js'
+export { fcgiRequest, getValues, parseConnectAddress, parseCgiResponse, FastCGIClientError } from './client.js'
+export type { FcgiRequestOptions, FcgiResponse, ConnectAddress, ConnectTarget, GetValuesOptions, FastCGIClientErrorCode, ClientRole } from './client.js'
