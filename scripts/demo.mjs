@@ -3,7 +3,8 @@
 // examples/accept-loop.mjs on a temporary unix socket, a real nginx in front
 // of it configured by examples/nginx.conf (own temporary prefix, a free port
 // on 127.0.0.1), a few HTTP requests through nginx, then everything stopped.
-// Without nginx it asks the application directly with scripts/fcgi-get.mjs.
+// Without nginx it asks the application directly with `libfcgi request`
+// (dist/cli.js), the package's FastCGI client.
 //
 //   node scripts/demo.mjs [--no-nginx] [--keep]
 //
@@ -20,7 +21,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { fcgiGet } from './fcgi-get.mjs';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const EXAMPLE_CONF = path.join(REPO, 'examples', 'nginx.conf');
@@ -321,14 +321,17 @@ async function viaNginx(bin) {
   if (KEEP) await keep(`try: curl http://127.0.0.1:${port}/anything`);
 }
 
+const CLI = path.join(REPO, 'dist', 'cli.js');
+
 async function direct() {
   for (const uri of URIS) {
-    const r = await fcgiGet({ path: socketPath }, uri, { timeoutMs: 5000 });
-    say(`FastCGI request ${uri} on unix:${socketPath} -> CGI response:`);
-    console.log(indent(r.stdout.toString()));
-    if (!r.stdout.toString().includes('Hello World')) throw new DemoError(`unexpected response for ${uri}`);
+    const args = [CLI, 'request', '--connect', socketPath, '--include', '--max-time', '5s', uri];
+    const r = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: STEP_MS });
+    say(`libfcgi request --connect ${socketPath} --include ${uri} ->`);
+    console.log(indent(r.stdout ?? ''));
+    if (r.status !== 0 || !r.stdout.includes('Hello World')) throw new DemoError(`unexpected response for ${uri}: exit ${r.status} ${r.stderr ?? ''}`);
   }
-  if (KEEP) await keep(`try: node scripts/fcgi-get.mjs ${socketPath} /anything`);
+  if (KEEP) await keep(`try: node dist/cli.js request --connect ${socketPath} -i /anything`);
 }
 
 /** --keep: wait for Ctrl-C (the signal handler stops everything and exits). */
@@ -357,9 +360,9 @@ try {
     }
   } else {
     say(process.argv.includes('--no-nginx')
-      ? 'without nginx (--no-nginx): talking FastCGI to the application with scripts/fcgi-get.mjs'
+      ? 'without nginx (--no-nginx): talking FastCGI to the application with libfcgi request'
       : 'nginx is not installed (bash scripts/setup.sh --test installs it), so the demo talks FastCGI ' +
-        'to the application itself with scripts/fcgi-get.mjs');
+        'to the application itself with libfcgi request');
     await direct();
   }
 } catch (err) {

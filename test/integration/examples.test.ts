@@ -176,13 +176,13 @@ describe('scripts/demo.mjs', () => {
     expect(existsSync(facts.tmp)).toBe(false);
   }, 60000);
 
-  it('--no-nginx: shows the CGI response through scripts/fcgi-get.mjs', async () => {
+  it('--no-nginx: shows the response through libfcgi request', async () => {
     const demo = new Child(['scripts/demo.mjs', '--no-nginx'], true);
     groups.add(demo.pid);
     const { code } = await demo.waitExit(30000);
     const facts = demoFacts(demo.output);
     expect(code, demo.output).toBe(0);
-    expect(demo.output).toContain('scripts/fcgi-get.mjs');
+    expect(demo.output).toContain('libfcgi request --connect');
     expect(demo.output).toContain('Content-Type: text/plain');
     expect(demo.output).toContain('Hello World from /hello/again ');
     expect(facts.nginxPid).toBeUndefined();
