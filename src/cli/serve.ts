@@ -1,6 +1,6 @@
 // `libfcgi serve APP`: the supervisor. It checks the flags and that the app
 // loads, opens the listen socket once, and runs N worker processes that
-// share it as their fd 0 (src/cli/worker.ts). A worker that dies is
+// share it as their fd 3 (src/cli/worker.ts). A worker that dies is
 // replaced (with a growing delay when it keeps dying); SIGHUP replaces every
 // worker by a fresh one (new code) without failing a request; SIGTERM/SIGINT
 // stop accepting, let the requests in flight finish within --grace, exit 0.
@@ -133,7 +133,8 @@ class Supervisor {
   #reloads = 0
   #stopping = false
   #crashes: number[] = []
-  #pendingRespawns = 0
+  /** Replacements waiting for their backoff delay; cancelled at stop. */
+  readonly #respawnTimers = new Set<NodeJS.Timeout>()
   #statusRequests = new Map<string, { pending: Set<number>; stats: WorkerStats[]; reply: (data: StatusData) => void }>()
   #done!: (code: number) => void
   readonly finished = new Promise<number>((resolve) => { this.#done = resolve })
@@ -153,8 +154,16 @@ class Supervisor {
   }
 
   #spawn(generation: number): Worker {
+    // The listen socket goes to the worker as fd 3, not fd 0: libuv makes a
+    // child's fds 0-2 blocking (fcntl(F_SETFL) without O_NONBLOCK), and
+    // O_NONBLOCK belongs to the open file description that every worker
+    // shares. Spawning a worker with the socket as its fd 0 made the socket
+    // blocking for the workers already running: their poller thread then
+    // sat in accept4() holding connections it had accepted but could not
+    // serve (requests hung during a reload; a reload that failed hung every
+    // request until the next one). fd 3 is left as it is.
     const child = spawn(process.execPath, [...process.execArgv, WORKER_SCRIPT], {
-      stdio: [this.#fd, 'inherit', 'inherit', 'ipc'],
+      stdio: ['ignore', 'inherit', 'inherit', this.#fd, 'ipc'],
       env: { ...process.env, LIBFCGI_WORKER_CONFIG: JSON.stringify(this.#config.worker) },
     })
     this.#startedWorkers++
@@ -252,11 +261,11 @@ class Supervisor {
     this.#crashes.push(now)
     const delay = Math.min(10000, 100 * 2 ** Math.max(0, this.#crashes.length - 1))
     log(`worker ${w.child.pid} ${how}; starting a replacement in ${delay} ms`)
-    this.#pendingRespawns++
-    setTimeout(() => {
-      this.#pendingRespawns--
+    const timer = setTimeout(() => {
+      this.#respawnTimers.delete(timer)
       if (!this.#stopping) this.#spawn(this.#generation)
     }, delay)
+    this.#respawnTimers.add(timer)
   }
 
   /** A new generation that cannot start: drop it and keep the previous one. */
@@ -285,6 +294,9 @@ class Supervisor {
     if (this.#stopping) return
     this.#stopping = true
     log(`${signal}: stopping (grace ${this.#config.grace} ms)`)
+    // A pending replacement (crash backoff, up to 10 s) would hold the exit back.
+    for (const t of this.#respawnTimers) clearTimeout(t)
+    this.#respawnTimers.clear()
     if (this.#workers.size === 0) {
       this.#finish()
       return

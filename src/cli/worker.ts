@@ -1,6 +1,6 @@
 // A worker process of `libfcgi serve`: loads the app, serves it with
-// createServer() on the listen socket it was given as fd 0 (the FastCGI
-// convention: exactly what spawn-fcgi or mod_fcgid would start), and talks
+// createServer() on the listen socket it was given as fd 3 (not fd 0, the
+// FastCGI convention: see serve.ts #spawn for why), and talks
 // to the supervisor over the IPC channel:
 //   worker -> supervisor: ready | recycle | status-request {id} | stats {id, stats}
 //   supervisor -> worker: stop | stats-request {id} | status {id, data}
@@ -10,6 +10,9 @@ import { pathToFileURL } from 'node:url'
 import { createServer, type IncomingMessage, type ServerResponse } from '../http/server.js'
 import { fetchListener, type FetchHandler } from '../http/fetch.js'
 import { renderStatus, type WorkerStats } from './status.js'
+
+/** The fd of the listen socket in a worker (stdio[3] of the spawn). */
+export const WORKER_LISTEN_FD = 3
 
 export interface WorkerConfig {
   app: string
@@ -116,7 +119,8 @@ async function runWorker(config: WorkerConfig): Promise<void> {
     if (process.connected) process.disconnect()
     process.exitCode = 0
   })
-  server.listen(() => send({ type: 'ready' }))
+  // The supervisor passes the shared listen socket as fd 3 (see serve.ts: why not 0).
+  server.listen({ fd: WORKER_LISTEN_FD }, () => send({ type: 'ready' }))
 }
 
 const args = process.argv.slice(2)
