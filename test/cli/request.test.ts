@@ -419,7 +419,13 @@ async function cAppServer(): Promise<string> {
       await withTimeout(new Promise((r) => child.once('exit', r)), 5000, 'the C app to exit')
     }
   })
-  await waitFor(() => existsSync(sockPath), { timeoutMs: 5000, what: 'spawn-fcgi to create the socket' })
+  // The file exists once bound, before listen(): wait until a connect succeeds.
+  const connects = (): Promise<boolean> => new Promise((resolve) => {
+    const c = net.connect({ path: sockPath })
+    c.once('connect', () => { c.destroy(); resolve(true) })
+    c.once('error', () => resolve(false))
+  })
+  await waitFor(async () => existsSync(sockPath) && (await connects()), { timeoutMs: 5000, what: 'the C app to listen' })
   return sockPath
 }
 

@@ -113,7 +113,9 @@ describe('libfcgi serve behind nginx under wrk load', () => {
     const retried = /(recv\(\) failed \(104: Connection reset by peer\)|writev?\(\) failed \(32: Broken pipe\)|upstream prematurely closed (FastCGI stdout|connection)) while (reading response header from|sending request to) upstream/;
     expect(problems.filter((l) => !retried.test(l))).toEqual([]);
     const statuses = nginx.accessLog().split('\n').filter(Boolean).map((l) => / HTTP\/1\.1" (\d{3}) /.exec(l)?.[1]);
-    expect(statuses.filter((x) => x !== '200')).toEqual([]);
+    // 499: wrk closed its connections at the end of its run with requests in
+    // flight (nginx's "client closed request"); wrk's own counts are above.
+    expect(statuses.filter((x) => x !== '200' && x !== '499')).toEqual([]);
     expect(st.reloads).toBe(10);
     expect(st.startedWorkers).toBe(22);
     expect(s.stderr()).not.toMatch(/starting a replacement|did not finish|reload failed/);
