@@ -14,6 +14,7 @@ const ROLES: Record<number, Role> = { 1: 'RESPONDER', 2: 'AUTHORIZER', 3: 'FILTE
 const READ_SIZE = 64 * 1024
 
 type Callback = (err?: Error | null) => void
+const noop: Callback = () => {}
 
 /** Errors reach 'error' only when somebody listens (as node:http's IncomingMessage). */
 function quietDestroy(stream: Readable | Writable, err: Error | null, cb: (err: Error | null) => void): void {
@@ -328,7 +329,14 @@ export class Request extends EventEmitter {
       cb(abortedError())
       return
     }
-    this.#outQueue.push({ stream, chunk: Array.isArray(chunk) ? Buffer.concat(chunk) : chunk, cb })
+    if (Array.isArray(chunk)) {
+      // One entry per Buffer (no concatenation: large writes are not copied
+      // at all, see native/addon.cc WriteJs); the callback goes with the last.
+      for (let i = 0; i < chunk.length - 1; i++) this.#outQueue.push({ stream, chunk: chunk[i]!, cb: noop })
+      this.#outQueue.push({ stream, chunk: chunk[chunk.length - 1]!, cb })
+    } else {
+      this.#outQueue.push({ stream, chunk, cb })
+    }
     if (!this.#flushScheduled) {
       // setImmediate, not nextTick: the promise and stream callbacks that
       // end a response (ServerResponse 'finish' -> finish()) all run first,
