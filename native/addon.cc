@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -141,7 +142,13 @@ void PushCompletion(Napi::Env env, Napi::Array out, uint32_t& i, const Completio
       }
       break;
     case EventKind::kRead:
-      if (!c.data.empty()) payload = Napi::Buffer<char>::Copy(env, c.data.data(), c.data.size());
+      // The worker's malloc'd block becomes the Buffer's memory (freed by
+      // its finalizer): a 1 MiB body is not copied once more on the JS
+      // thread. Where external buffers are not allowed, NewOrCopy copies.
+      if (c.read_buf) {
+        char* bytes = c.read_buf.release();
+        payload = Napi::Buffer<char>::NewOrCopy(env, bytes, c.read_len, [](Napi::Env, char* p) { free(p); });
+      }
       n1 = c.eof ? 1 : 0;
       break;
     default:
@@ -368,8 +375,10 @@ Napi::Value AcceptJs(const Napi::CallbackInfo& info) {
 
 Napi::Value ReadJs(const Napi::CallbackInfo& info) {
   if (Slot* s = GetSlot(info)) {
-    s->server->Read(s, info[1].As<Napi::Number>().Int32Value(),
-                    static_cast<size_t>(info[2].As<Napi::Number>().Int64Value()));
+    // At least 1 byte, at most 16 MiB per read (one allocation).
+    int64_t max = info[2].As<Napi::Number>().Int64Value();
+    max = std::min<int64_t>(std::max<int64_t>(max, 1), 16 << 20);
+    s->server->Read(s, info[1].As<Napi::Number>().Int32Value(), static_cast<size_t>(max));
   }
   return info.Env().Undefined();
 }

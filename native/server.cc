@@ -818,13 +818,18 @@ void Server::RunRead(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
     }
   }
   size_t total = 0;
+  int alloc_error = 0;
   if (!parked && FCGX_GetError(in) == 0) {
-    c->data.resize(op.max);
-    while (total < op.max) {
+    // malloc, not a vector: no zero-filling, and pages a short read does not
+    // reach are never touched (a large block is mmap'd). Shrunk to what was
+    // read, then owned by a JS Buffer (addon.cc PushCompletion).
+    char* buf = static_cast<char*>(malloc(op.max));
+    if (buf == nullptr) alloc_error = ENOMEM;
+    while (buf != nullptr && total < op.max) {
       int avail = Avail(in);
       if (avail > 0) {
         int want = static_cast<int>(std::min<size_t>(op.max - total, static_cast<size_t>(avail)));
-        total += static_cast<size_t>(FCGX_GetStr(c->data.data() + total, want, in));
+        total += static_cast<size_t>(FCGX_GetStr(buf + total, want, in));
         continue;
       }
       if (FCGX_HasSeenEOF(in) == EOF) break;
@@ -832,11 +837,19 @@ void Server::RunRead(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
         parked = total == 0;
         break;
       }
-      int n = FCGX_GetStr(c->data.data() + total, 1, in);  // one buffer fill
+      int n = FCGX_GetStr(buf + total, 1, in);  // one buffer fill
       if (n <= 0) break;
       total += static_cast<size_t>(n);
     }
-    c->data.resize(total);
+    if (total == 0) {
+      free(buf);
+    } else {
+      if (total < op.max) {
+        if (char* shrunk = static_cast<char*>(realloc(buf, total))) buf = shrunk;
+      }
+      c->read_buf.reset(buf);
+      c->read_len = total;
+    }
   }
   bool eof = FCGX_HasSeenEOF(in) == EOF;
   int error = FCGX_GetError(in);
@@ -850,7 +863,9 @@ void Server::RunRead(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
     Arm(s->conn, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT);
     return;
   }
-  if (total == 0 && error != 0) {
+  if (alloc_error != 0) {
+    c->status = alloc_error;
+  } else if (total == 0 && error != 0) {
     c->status = error;
     PostAbort(s);  // a peer that closes or aborts mid-body
   } else if (eof && error == 0) {

@@ -26,6 +26,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -57,6 +58,10 @@ struct Completion {
   EventKind kind = EventKind::kAccept;
   int status = 0;
   bool eof = false;
+  // read: the bytes (malloc'd, read_len of them), handed over to a JS Buffer
+  // without a copy on the JS thread.
+  mutable std::unique_ptr<char, void (*)(void*)> read_buf{nullptr, free};
+  size_t read_len = 0;
   int role = 0;
   int request_id = 0;
   bool keep_conn = false;
