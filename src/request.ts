@@ -11,7 +11,13 @@ import { FcgiSocket, inheritedSocket } from './socket.js'
 export type Role = 'RESPONDER' | 'AUTHORIZER' | 'FILTER'
 const ROLES: Record<number, Role> = { 1: 'RESPONDER', 2: 'AUTHORIZER', 3: 'FILTER' }
 
-const READ_SIZE = 64 * 1024
+// One native read moves up to this much (fewer thread hops per body; the
+// block is shrunk to what arrived, see native/server.cc RunRead).
+const READ_SIZE = 256 * 1024
+// FCGI_STDOUT/STDERR's highWaterMark. Kept at 64 KiB: a write of that size
+// must return false, since the http layer acknowledges a write at once while
+// stdout has room, and large writes are read in place (native/addon.cc WriteJs).
+const WRITE_HWM = 64 * 1024
 
 type Callback = (err?: Error | null) => void
 const noop: Callback = () => {}
@@ -43,7 +49,7 @@ class OutputStream extends Writable {
   readonly #req: Request
   readonly #stream: 1 | 2
   constructor(req: Request, stream: 1 | 2) {
-    super({ highWaterMark: READ_SIZE })
+    super({ highWaterMark: WRITE_HWM })
     this.#req = req
     this.#stream = stream
   }
