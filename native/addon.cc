@@ -9,6 +9,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -37,6 +38,11 @@ struct ServerBox {
   bool destroyed = false;
   Napi::Env::CleanupHook<void (*)(ServerBox*), ServerBox> hook;
   bool hook_set = false;
+  // JS values whose memory a borrowed write (WriteJs) read in place: their
+  // references are deleted on the JS thread, in the next drain(). Guarded by
+  // queue_mu; a write gives its reference back before its completion is
+  // queued, so the drain that delivers the completion releases it.
+  std::vector<napi_ref> unpinned;
 
   void Destroy(Napi::Env env, bool from_hook) {
     if (destroyed) return;
@@ -58,6 +64,21 @@ struct ServerBox {
     std::lock_guard<std::mutex> lock(queue_mu);
     for (Completion* c : queue) delete c;
     queue.clear();
+    // The server's threads are joined and its ops gone: every borrowed
+    // write has given its reference back. At teardown the environment frees
+    // them itself.
+    if (!from_hook) ReleasePins(env, unpinned);
+    unpinned.clear();
+  }
+
+  static void ReleasePins(napi_env env, const std::vector<napi_ref>& refs) {
+    for (napi_ref r : refs) napi_delete_reference(env, r);
+  }
+
+  // Any thread: the op that borrowed `ref`'s memory is done with it.
+  void Unpin(napi_ref ref) {
+    std::lock_guard<std::mutex> lock(queue_mu);
+    unpinned.push_back(ref);
   }
 
   // Any thread.
@@ -114,7 +135,13 @@ void PushCompletion(Napi::Env env, Napi::Array out, uint32_t& i, const Completio
       }
       break;
     case EventKind::kRead:
-      if (!c.data.empty()) payload = Napi::Buffer<char>::Copy(env, c.data.data(), c.data.size());
+      // The worker's malloc'd block becomes the Buffer's memory (freed by
+      // its finalizer): a 1 MiB body is not copied once more on the JS
+      // thread. Where external buffers are not allowed, NewOrCopy copies.
+      if (c.read_buf) {
+        char* bytes = c.read_buf.release();
+        payload = Napi::Buffer<char>::NewOrCopy(env, bytes, c.read_len, [](Napi::Env, char* p) { free(p); });
+      }
       n1 = c.eof ? 1 : 0;
       break;
     default:
@@ -227,6 +254,7 @@ Napi::Value ServerCreateJs(const Napi::CallbackInfo& info) {
   box->tsfn = Tsfn::New(env, info[2].As<Napi::Function>(), "libfcgi", 0, 1, box);
   box->tsfn_live = true;
   box->server = std::make_unique<Server>(fd, std::move(opt), [box](Completion* c) { box->Post(c); });
+  box->server->set_owner(box);
   SysError err;
   if (!box->server->Start(&err)) {
     box->server->Destroy();
@@ -253,9 +281,11 @@ Napi::Value DrainJs(const Napi::CallbackInfo& info) {
   ServerBox* box = info[0].As<Napi::External<ServerBox>>().Data();
   size_t max = info[1].As<Napi::Number>().Uint32Value();
   std::vector<Completion*> batch;
+  std::vector<napi_ref> unpinned;
   bool more;
   {
     std::lock_guard<std::mutex> lock(box->queue_mu);
+    unpinned.swap(box->unpinned);
     while (!box->queue.empty() && batch.size() < max) {
       batch.push_back(box->queue.front());
       box->queue.pop_front();
@@ -263,6 +293,7 @@ Napi::Value DrainJs(const Napi::CallbackInfo& info) {
     more = !box->queue.empty();
     if (!more) box->signaled = false;  // the next Post wakes JS again
   }
+  ServerBox::ReleasePins(env, unpinned);
   Napi::Array out = Napi::Array::New(env, batch.size() * 6);
   uint32_t i = 0;
   for (Completion* c : batch) {
@@ -339,8 +370,10 @@ Napi::Value AcceptJs(const Napi::CallbackInfo& info) {
 
 Napi::Value ReadJs(const Napi::CallbackInfo& info) {
   if (Slot* s = GetSlot(info)) {
-    s->server->Read(s, info[1].As<Napi::Number>().Int32Value(),
-                    static_cast<size_t>(info[2].As<Napi::Number>().Int64Value()));
+    // At least 1 byte, at most 16 MiB per read (one allocation).
+    int64_t max = info[2].As<Napi::Number>().Int64Value();
+    max = std::min<int64_t>(std::max<int64_t>(max, 1), 16 << 20);
+    s->server->Read(s, info[1].As<Napi::Number>().Int32Value(), static_cast<size_t>(max));
   }
   return info.Env().Undefined();
 }
@@ -364,11 +397,50 @@ std::vector<char> CopyBytes(Napi::Value v) {
   return bytes;
 }
 
+// A stdout write of at least this many bytes is not copied: see WriteJs.
+constexpr size_t kBorrowMin = 16 * 1024;
+
 // write(slot, stream, chunk: Buffer | Buffer[])
+//
+// Small writes are copied. A large stdout write is read in place by the
+// worker, as node's own fs.write() and socket writes read a Buffer while the
+// operation runs: copying a 1 MiB body twice (here, then into libfcgi's
+// buffer) cost more than the rest of the write. Only raw bytes cross the
+// thread boundary: a reference to `chunk` (a Buffer or an array of them that
+// nobody else holds) keeps the memory alive, and it is given back to the JS
+// thread (ServerBox::Unpin, deleted in the next drain()) when the op is done.
+// An application that changes a Buffer before write()'s callback changes what
+// is sent, as with net.Socket.
 Napi::Value WriteJs(const Napi::CallbackInfo& info) {
-  if (Slot* s = GetSlot(info)) {
-    s->server->Write(s, info[1].As<Napi::Number>().Int32Value(), CopyBytes(info[2]));
+  Slot* s = GetSlot(info);
+  if (!s) return info.Env().Undefined();
+  int stream = info[1].As<Napi::Number>().Int32Value();
+  Napi::Value chunk = info[2];
+  if (stream == 1) {
+    std::vector<iovec> pieces;
+    size_t total = 0;
+    auto add = [&](Napi::Value v) {
+      if (!v.IsBuffer()) return;
+      auto b = v.As<Napi::Buffer<char>>();
+      if (b.Length() == 0) return;
+      pieces.push_back({b.Data(), b.Length()});
+      total += b.Length();
+    };
+    if (chunk.IsArray()) {
+      Napi::Array a = chunk.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) add(a.Get(i));
+    } else {
+      add(chunk);
+    }
+    napi_ref ref;
+    if (total >= kBorrowMin && napi_create_reference(info.Env(), chunk, 1, &ref) == napi_ok) {
+      auto* box = static_cast<ServerBox*>(s->server->owner());
+      std::shared_ptr<void> keep(ref, [box](void* r) { box->Unpin(static_cast<napi_ref>(r)); });
+      s->server->WriteBorrowed(s, std::move(pieces), std::move(keep));
+      return info.Env().Undefined();
+    }
   }
+  s->server->Write(s, stream, CopyBytes(chunk));
   return info.Env().Undefined();
 }
 

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 
 extern "C" {
 #include <fastcgi.h>
@@ -174,10 +175,11 @@ bool Server::Start(SysError* err) {
     err->syscall_ = "FCGX_Init";
     return false;
   }
-  // Process-wide in libfcgi (our patches 0001 and 0002): the last server
+  // Process-wide in libfcgi (our patches 0001, 0002 and 0008): the last server
   // started sets them.
   FCGX_SetManagementValues(options_.max_conns, options_.max_reqs, 0);
   FCGX_SetParamsLimits(options_.params_max_bytes, options_.params_max_count);
+  FCGX_SetStreamBufferSizes(options_.in_buffer_size, options_.out_buffer_size);
 
   int flags = fcntl(listen_fd_, F_GETFL);
   if (flags < 0 || fcntl(listen_fd_, F_SETFL, flags | O_NONBLOCK) < 0) {
@@ -281,6 +283,16 @@ void Server::Write(Slot* s, int stream, std::vector<char> bytes) {
     Op op{OpKind::kWrite};
     op.stream = stream;
     op.bytes = std::move(bytes);
+    Enqueue(s, std::move(op));
+  });
+}
+
+void Server::WriteBorrowed(Slot* s, std::vector<iovec> pieces, std::shared_ptr<void> keep) {
+  FromJs([&] {
+    Op op{OpKind::kWrite};
+    op.stream = 1;
+    op.pieces = std::move(pieces);
+    op.keep = std::move(keep);
     Enqueue(s, std::move(op));
   });
 }
@@ -965,13 +977,18 @@ void Server::RunRead(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
     }
   }
   size_t total = 0;
+  int alloc_error = 0;
   if (!parked && FCGX_GetError(in) == 0) {
-    c->data.resize(op.max);
-    while (total < op.max) {
+    // malloc, not a vector: no zero-filling, and pages a short read does not
+    // reach are never touched (a large block is mmap'd). Shrunk to what was
+    // read, then owned by a JS Buffer (addon.cc PushCompletion).
+    char* buf = static_cast<char*>(malloc(op.max));
+    if (buf == nullptr) alloc_error = ENOMEM;
+    while (buf != nullptr && total < op.max) {
       int avail = Avail(in);
       if (avail > 0) {
         int want = static_cast<int>(std::min<size_t>(op.max - total, static_cast<size_t>(avail)));
-        total += static_cast<size_t>(FCGX_GetStr(c->data.data() + total, want, in));
+        total += static_cast<size_t>(FCGX_GetStr(buf + total, want, in));
         continue;
       }
       if (FCGX_HasSeenEOF(in) == EOF) break;
@@ -979,11 +996,19 @@ void Server::RunRead(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
         parked = total == 0;
         break;
       }
-      int n = FCGX_GetStr(c->data.data() + total, 1, in);  // one buffer fill
+      int n = FCGX_GetStr(buf + total, 1, in);  // one buffer fill
       if (n <= 0) break;
       total += static_cast<size_t>(n);
     }
-    c->data.resize(total);
+    if (total == 0) {
+      free(buf);
+    } else {
+      if (total < op.max) {
+        if (char* shrunk = static_cast<char*>(realloc(buf, total))) buf = shrunk;
+      }
+      c->read_buf.reset(buf);
+      c->read_len = total;
+    }
   }
   bool eof = FCGX_HasSeenEOF(in) == EOF;
   int error = FCGX_GetError(in);
@@ -997,7 +1022,9 @@ void Server::RunRead(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
     Arm(s->conn, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT);
     return;
   }
-  if (total == 0 && error != 0) {
+  if (alloc_error != 0) {
+    c->status = alloc_error;
+  } else if (total == 0 && error != 0) {
     c->status = error;
     PostAbort(s);  // a peer that closes or aborts mid-body
   } else if (eof && error == 0) {
@@ -1013,6 +1040,76 @@ void Server::RunRead(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
   Post(c);
 }
 
+// Large stdout writes bypass libfcgi's stream buffer: instead of being copied
+// into it and written one buffer at a time, the caller's bytes go to the
+// socket as FCGI_STDOUT records (at most 65528 content bytes each, padded to
+// 8 as libfcgi pads) in one sendmsg() per IOV_MAX pieces. Whatever libfcgi
+// still buffers is flushed first, so the records stay in order. Returns 0 or
+// an errno; on an error the stream is marked failed as libfcgi marks it, so
+// FCGX_Finish_r closes the connection (a record may have been cut).
+static int SendStdoutRecords(FCGX_Request* req, const std::vector<iovec>& pieces) {
+  FCGX_Stream* out = req->out;
+  FCGX_FFlush(out);
+  if (int err = FCGX_GetError(out)) return err;
+  size_t total = 0;
+  for (const iovec& p : pieces) total += p.iov_len;
+  if (total == 0) return 0;
+  constexpr size_t kMaxContent = 65528;  // a multiple of 8 under 65535
+  static const unsigned char kZeros[8] = {};
+  size_t records = (total + kMaxContent - 1) / kMaxContent;
+  std::vector<FCGI_Header> headers(records);
+  std::vector<iovec> iov;
+  iov.reserve(pieces.size() + 2 * records + 1);
+  size_t pi = 0, off = 0;
+  for (size_t r = 0; r < records; r++) {
+    size_t content = std::min(kMaxContent, total - r * kMaxContent);
+    size_t padding = (8 - content % 8) % 8;
+    FCGI_Header& h = headers[r];
+    h.version = FCGI_VERSION_1;
+    h.type = FCGI_STDOUT;
+    h.requestIdB1 = static_cast<unsigned char>((req->requestId >> 8) & 0xff);
+    h.requestIdB0 = static_cast<unsigned char>(req->requestId & 0xff);
+    h.contentLengthB1 = static_cast<unsigned char>(content >> 8);
+    h.contentLengthB0 = static_cast<unsigned char>(content & 0xff);
+    h.paddingLength = static_cast<unsigned char>(padding);
+    h.reserved = 0;
+    iov.push_back({&h, sizeof h});
+    while (content > 0) {
+      const iovec& p = pieces[pi];
+      size_t take = std::min(content, p.iov_len - off);
+      if (take > 0) iov.push_back({static_cast<char*>(p.iov_base) + off, take});
+      content -= take;
+      off += take;
+      if (off == p.iov_len) {
+        pi++;
+        off = 0;
+      }
+    }
+    if (padding > 0) iov.push_back({const_cast<unsigned char*>(kZeros), padding});
+  }
+  size_t i = 0;
+  while (i < iov.size()) {
+    msghdr m{};
+    m.msg_iov = &iov[i];
+    m.msg_iovlen = std::min<size_t>(iov.size() - i, IOV_MAX);
+    ssize_t n = sendmsg(req->ipcFd, &m, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      if (out->FCGI_errno == 0) out->FCGI_errno = err;  // libfcgi's SetError
+      out->isClosed = 1;
+      return err;
+    }
+    auto left = static_cast<size_t>(n);
+    while (left > 0 && left >= iov[i].iov_len) left -= iov[i++].iov_len;
+    if (left > 0) {
+      iov[i].iov_base = static_cast<char*>(iov[i].iov_base) + left;
+      iov[i].iov_len -= left;
+    }
+  }
+  return 0;
+}
+
 void Server::RunWrite(Slot* s, Op& op) {
   auto* c = new Completion();
   c->slot_id = s->id;
@@ -1024,12 +1121,17 @@ void Server::RunWrite(Slot* s, Op& op) {
   }
   if (st == nullptr) {
     c->status = ECANCELED;
+  } else if (!op.pieces.empty()) {
+    c->status = SendStdoutRecords(&s->req, op.pieces);
   } else {
     int len = static_cast<int>(op.bytes.size());
     if (len > 0 && op.stream == 2) s->err_written = true;
     if (len > 0 && FCGX_PutStr(op.bytes.data(), len, st) == len) FCGX_FFlush(st);
     c->status = FCGX_GetError(st);
   }
+  // Borrowed memory is given back before the completion can reach JS.
+  op.pieces.clear();
+  op.keep.reset();
   Post(c);
 }
 

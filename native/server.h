@@ -26,9 +26,11 @@
 
 #include <fcgiapp.h>
 #include <netinet/in.h>
+#include <sys/uio.h>
 
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -60,6 +62,10 @@ struct Completion {
   EventKind kind = EventKind::kAccept;
   int status = 0;
   bool eof = false;
+  // read: the bytes (malloc'd, read_len of them), handed over to a JS Buffer
+  // without a copy on the JS thread.
+  mutable std::unique_ptr<char, void (*)(void*)> read_buf{nullptr, free};
+  size_t read_len = 0;
   int role = 0;
   int request_id = 0;
   bool keep_conn = false;
@@ -76,6 +82,12 @@ struct Options {
   int params_max_count = 1000;
   int linger_ms = 2000;          // Draining deadline
   int read_timeout_ms = 60000;   // a peer stalled mid-record (SO_RCVTIMEO)
+  // libfcgi's per-request stream buffers (our patch 0008): each read(2) of
+  // FCGI_PARAMS/FCGI_STDIN and each write(2) of FCGI_STDOUT moves at most
+  // this much. Allocated at accept, freed at finish; pages a small request
+  // never touches are never made resident.
+  int in_buffer_size = 64 * 1024;
+  int out_buffer_size = 64 * 1024;
   AddrList allowed;              // FCGI_WEB_SERVER_ADDRS, empty: anyone
 };
 
@@ -96,7 +108,11 @@ struct Op {
   OpKind kind;
   int stream = 0;             // read: 0 stdin, 1 data; write: 1 stdout, 2 stderr
   size_t max = 0;             // read: at most this many bytes
-  std::vector<char> bytes;    // write
+  std::vector<char> bytes;    // write (copied bytes)
+  // write: bytes read in place (large stdout writes; see WriteBorrowed).
+  // `keep` holds the memory until the op is destroyed or reset.
+  std::vector<iovec> pieces;
+  std::shared_ptr<void> keep;
   int exit_status = 0;        // finish
   bool abort = false;         // finish: close without FCGI_END_REQUEST
   bool raw = false;           // finish: `bytes` are the rest of the end records
@@ -154,6 +170,11 @@ class Server {
   void Accept(Slot* slot);
   void Read(Slot* slot, int stream, size_t max);
   void Write(Slot* slot, int stream, std::vector<char> bytes);
+  // A write of bytes the caller keeps valid until `keep` is released, which
+  // happens on a worker before the kWrite completion is posted. stdout only:
+  // they leave as FCGI_STDOUT records straight from `pieces`, without going
+  // through libfcgi's buffer.
+  void WriteBorrowed(Slot* slot, std::vector<iovec> pieces, std::shared_ptr<void> keep);
   // bytes: stdout written just before FCGI_END_REQUEST, in the same write().
   void Finish(Slot* slot, int exit_status, std::vector<char> bytes = {});
   // The JS thread's fast finish: when the strand is idle, the input was read
@@ -182,6 +203,9 @@ class Server {
 
   Stats GetStats();
   int listen_fd() const { return listen_fd_; }
+  // Whatever the embedder (addon.cc) wants to find from a Slot's server.
+  void set_owner(void* owner) { owner_ = owner; }
+  void* owner() const { return owner_; }
 
  private:
   void PollerMain();
@@ -216,6 +240,7 @@ class Server {
   void Post(Completion* c);
 
   int listen_fd_;
+  void* owner_ = nullptr;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   Options options_;

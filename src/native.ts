@@ -89,7 +89,10 @@ export interface Native {
   accept(slot: SlotHandle): void
   /** stream: 0 stdin, 1 data */
   read(slot: SlotHandle, stream: 0 | 1, max: number): void
-  /** stream: 1 stdout, 2 stderr; the bytes are copied before this returns */
+  /**
+   * stream: 1 stdout, 2 stderr. Small writes are copied before this returns;
+   * a large stdout write reads the Buffers in place until its completion.
+   */
   write(slot: SlotHandle, stream: 1 | 2, chunk: Buffer | Buffer[]): void
   /**
    * stdout bytes, if given, leave with FCGI_END_REQUEST in one write().

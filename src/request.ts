@@ -11,9 +11,16 @@ import { FcgiSocket, inheritedSocket } from './socket.js'
 export type Role = 'RESPONDER' | 'AUTHORIZER' | 'FILTER'
 const ROLES: Record<number, Role> = { 1: 'RESPONDER', 2: 'AUTHORIZER', 3: 'FILTER' }
 
-const READ_SIZE = 64 * 1024
+// One native read moves up to this much (fewer thread hops per body; the
+// block is shrunk to what arrived, see native/server.cc RunRead).
+const READ_SIZE = 256 * 1024
+// FCGI_STDOUT/STDERR's highWaterMark. Kept at 64 KiB: a write of that size
+// must return false, since the http layer acknowledges a write at once while
+// stdout has room, and large writes are read in place (native/addon.cc WriteJs).
+const WRITE_HWM = 64 * 1024
 
 type Callback = (err?: Error | null) => void
+const noop: Callback = () => {}
 
 /** Errors reach 'error' only when somebody listens (as node:http's IncomingMessage). */
 function quietDestroy(stream: Readable | Writable, err: Error | null, cb: (err: Error | null) => void): void {
@@ -42,7 +49,7 @@ class OutputStream extends Writable {
   readonly #req: Request
   readonly #stream: 1 | 2
   constructor(req: Request, stream: 1 | 2) {
-    super({ highWaterMark: READ_SIZE })
+    super({ highWaterMark: WRITE_HWM })
     this.#req = req
     this.#stream = stream
   }
@@ -342,7 +349,14 @@ export class Request extends EventEmitter {
       cb(abortedError())
       return
     }
-    this.#outQueue.push({ stream, chunk: Array.isArray(chunk) ? Buffer.concat(chunk) : chunk, cb })
+    if (Array.isArray(chunk)) {
+      // One entry per Buffer (no concatenation: large writes are not copied
+      // at all, see native/addon.cc WriteJs); the callback goes with the last.
+      for (let i = 0; i < chunk.length - 1; i++) this.#outQueue.push({ stream, chunk: chunk[i]!, cb: noop })
+      this.#outQueue.push({ stream, chunk: chunk[chunk.length - 1]!, cb })
+    } else {
+      this.#outQueue.push({ stream, chunk, cb })
+    }
     if (!this.#flushScheduled) {
       // setImmediate, not nextTick: the promise and stream callbacks that
       // end a response (ServerResponse 'finish' -> finish()) all run first,
