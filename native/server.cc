@@ -1065,14 +1065,8 @@ static int SendStdoutRecords(FCGX_Request* req, const std::vector<iovec>& pieces
     size_t content = std::min(kMaxContent, total - r * kMaxContent);
     size_t padding = (8 - content % 8) % 8;
     FCGI_Header& h = headers[r];
-    h.version = FCGI_VERSION_1;
-    h.type = FCGI_STDOUT;
-    h.requestIdB1 = static_cast<unsigned char>((req->requestId >> 8) & 0xff);
-    h.requestIdB0 = static_cast<unsigned char>(req->requestId & 0xff);
-    h.contentLengthB1 = static_cast<unsigned char>(content >> 8);
-    h.contentLengthB0 = static_cast<unsigned char>(content & 0xff);
-    h.paddingLength = static_cast<unsigned char>(padding);
-    h.reserved = 0;
+    PutHeader(reinterpret_cast<unsigned char*>(&h), FCGI_STDOUT, req->requestId, content,
+              static_cast<int>(padding));
     iov.push_back({&h, sizeof h});
     while (content > 0) {
       const iovec& p = pieces[pi];

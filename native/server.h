@@ -69,7 +69,6 @@ struct Completion {
   int role = 0;
   int request_id = 0;
   bool keep_conn = false;
-  std::vector<char> data;          // read: bytes
   std::string params;              // accept: "NAME=value\0NAME=value..." (one allocation)
 };
 
