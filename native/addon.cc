@@ -400,6 +400,35 @@ std::vector<char> CopyBytes(Napi::Value v) {
 // A stdout write of at least this many bytes is not copied: see WriteJs.
 constexpr size_t kBorrowMin = 16 * 1024;
 
+// Borrows a stdout chunk (Buffer | Buffer[]) of at least kBorrowMin bytes:
+// its pieces, and `keep`, which holds a reference to `chunk` until the op
+// is done with the memory and then gives it back to the JS thread. false:
+// too small (or no reference), the caller copies.
+bool Borrow(Napi::Env env, ServerBox* box, Napi::Value chunk, std::vector<iovec>* pieces,
+            std::shared_ptr<void>* keep) {
+  size_t total = 0;
+  auto add = [&](Napi::Value v) {
+    if (!v.IsBuffer()) return;
+    auto b = v.As<Napi::Buffer<char>>();
+    if (b.Length() == 0) return;
+    pieces->push_back({b.Data(), b.Length()});
+    total += b.Length();
+  };
+  if (chunk.IsArray()) {
+    Napi::Array a = chunk.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) add(a.Get(i));
+  } else {
+    add(chunk);
+  }
+  napi_ref ref;
+  if (total < kBorrowMin || napi_create_reference(env, chunk, 1, &ref) != napi_ok) {
+    pieces->clear();
+    return false;
+  }
+  *keep = std::shared_ptr<void>(ref, [box](void* r) { box->Unpin(static_cast<napi_ref>(r)); });
+  return true;
+}
+
 // write(slot, stream, chunk: Buffer | Buffer[])
 //
 // Small writes are copied. A large stdout write is read in place by the
@@ -416,29 +445,11 @@ Napi::Value WriteJs(const Napi::CallbackInfo& info) {
   if (!s) return info.Env().Undefined();
   int stream = info[1].As<Napi::Number>().Int32Value();
   Napi::Value chunk = info[2];
-  if (stream == 1) {
-    std::vector<iovec> pieces;
-    size_t total = 0;
-    auto add = [&](Napi::Value v) {
-      if (!v.IsBuffer()) return;
-      auto b = v.As<Napi::Buffer<char>>();
-      if (b.Length() == 0) return;
-      pieces.push_back({b.Data(), b.Length()});
-      total += b.Length();
-    };
-    if (chunk.IsArray()) {
-      Napi::Array a = chunk.As<Napi::Array>();
-      for (uint32_t i = 0; i < a.Length(); i++) add(a.Get(i));
-    } else {
-      add(chunk);
-    }
-    napi_ref ref;
-    if (total >= kBorrowMin && napi_create_reference(info.Env(), chunk, 1, &ref) == napi_ok) {
-      auto* box = static_cast<ServerBox*>(s->server->owner());
-      std::shared_ptr<void> keep(ref, [box](void* r) { box->Unpin(static_cast<napi_ref>(r)); });
-      s->server->WriteBorrowed(s, std::move(pieces), std::move(keep));
-      return info.Env().Undefined();
-    }
+  std::vector<iovec> pieces;
+  std::shared_ptr<void> keep;
+  if (stream == 1 && Borrow(info.Env(), static_cast<ServerBox*>(s->server->owner()), chunk, &pieces, &keep)) {
+    s->server->WriteBorrowed(s, std::move(pieces), std::move(keep));
+    return info.Env().Undefined();
   }
   s->server->Write(s, stream, CopyBytes(chunk));
   return info.Env().Undefined();
@@ -493,7 +504,16 @@ Napi::Value FinishJs(const Napi::CallbackInfo& info) {
       }
     }
   }
-  s->server->Finish(s, exit_status, CopyBytes(info[2]));
+  // A large last write (a 1 MiB res.end(body)) is read in place, as
+  // write() reads it; a small one is copied into libfcgi's buffer and leaves
+  // with the end records.
+  std::vector<iovec> pieces;
+  std::shared_ptr<void> keep;
+  if (Borrow(env, static_cast<ServerBox*>(s->server->owner()), info[2], &pieces, &keep)) {
+    s->server->FinishBorrowed(s, exit_status, std::move(pieces), std::move(keep));
+  } else {
+    s->server->Finish(s, exit_status, CopyBytes(info[2]));
+  }
   return env.Undefined();
 }
 

@@ -307,6 +307,17 @@ void Server::Finish(Slot* s, int exit_status, std::vector<char> bytes) {
   });
 }
 
+void Server::FinishBorrowed(Slot* s, int exit_status, std::vector<iovec> pieces, std::shared_ptr<void> keep) {
+  FromJs([&] {
+    Op op{OpKind::kFinish};
+    op.exit_status = exit_status;
+    op.pieces = std::move(pieces);
+    op.keep = std::move(keep);
+    if (s->active) s->finishing = true;
+    Enqueue(s, std::move(op));
+  });
+}
+
 void Server::Abort(Slot* s) {
   FromJs([&] {
     Op op{OpKind::kFinish};
@@ -1174,7 +1185,13 @@ void Server::RunFinish(Slot* s, Op& op) {
   // Bytes past the end of the input were pipelined by the peer; libfcgi
   // frees them with the request, so this connection cannot be reused.
   bool pipelined = input_done && FCGX_InputBuffered(in) > 0;
-  if (!op.bytes.empty()) {
+  if (!op.pieces.empty()) {
+    // A large last write, read in place: records straight from the JS
+    // memory, then given back (before the completion can reach JS).
+    SendStdoutRecords(&s->req, op.pieces);
+    op.pieces.clear();
+    op.keep.reset();
+  } else if (!op.bytes.empty()) {
     // Buffered by libfcgi and sent with the end records: a small response
     // leaves in one write().
     FCGX_PutStr(op.bytes.data(), static_cast<int>(op.bytes.size()), s->req.out);

@@ -108,7 +108,7 @@ struct Op {
   int stream = 0;             // read: 0 stdin, 1 data; write: 1 stdout, 2 stderr
   size_t max = 0;             // read: at most this many bytes
   std::vector<char> bytes;    // write (copied bytes)
-  // write: bytes read in place (large stdout writes; see WriteBorrowed).
+  // write, finish: stdout bytes read in place (large writes; see WriteBorrowed).
   // `keep` holds the memory until the op is destroyed or reset.
   std::vector<iovec> pieces;
   std::shared_ptr<void> keep;
@@ -176,6 +176,8 @@ class Server {
   void WriteBorrowed(Slot* slot, std::vector<iovec> pieces, std::shared_ptr<void> keep);
   // bytes: stdout written just before FCGI_END_REQUEST, in the same write().
   void Finish(Slot* slot, int exit_status, std::vector<char> bytes = {});
+  // Finish whose last stdout bytes are read in place (as WriteBorrowed).
+  void FinishBorrowed(Slot* slot, int exit_status, std::vector<iovec> pieces, std::shared_ptr<void> keep);
   // The JS thread's fast finish: when the strand is idle, the input was read
   // to its end and the response fits one record, the end records are built
   // here and sent without blocking (MSG_DONTWAIT), so the request ends with

@@ -434,6 +434,11 @@ export class Request extends EventEmitter {
         const error = status === 0 ? null : statusError(status, 'write')
         for (const cb of this.#finishCallbacks.splice(0)) cb(error)
         for (const s of [this.#stdin, this.#data]) if (s && !s.destroyed && !s.readableEnded) s.destroy()
+        // Let go of the streams now, not at the next accept: their listeners
+        // hold the app's per-request state (a 1 MiB body it collected), and
+        // a slot may wait long for its next request (the getters answer with
+        // closed streams from now on).
+        this.#stdin = this.#data = this.#stdout = this.#stderr = undefined
         for (const w of this.#finishWaiters.splice(0)) w()
         this.emit('close')
         return

@@ -120,7 +120,7 @@ export class FcgiConnection extends EventEmitter {
       if (cb) process.nextTick(cb, err)
       return false
     }
-    const chunk = this.#headDone && !this.#dechunk ? toBuffer(data, encoding) : this.#convert(data, encoding)
+    let chunk = this.#headDone && !this.#dechunk ? toBuffer(data, encoding) : this.#convert(data, encoding)
     this._active()
     if (chunk !== undefined && chunk.length > 0 && !this.fcgi.aborted) {
       const len = chunk.length
@@ -129,7 +129,11 @@ export class FcgiConnection extends EventEmitter {
       if (this.#inFlight < HIGH_WATER_MARK) {
         // Room left: acknowledged at once (as a socket's buffer would), so
         // that a response ended right after its last write leaves together
-        // with FCGI_END_REQUEST.
+        // with FCGI_END_REQUEST. The bytes leave later (at the end of the
+        // loop turn, or read in place by a worker): the app's own memory is
+        // copied, as a socket would have taken it by now, so that the app
+        // may reuse a Buffer once the callback ran.
+        if (chunk === data || (typeof data !== 'string' && chunk.buffer === (data as Uint8Array).buffer)) chunk = Buffer.from(chunk)
         this.fcgi._write(1, chunk, (): void => this.#written(len, false, undefined))
         process.nextTick(acked, this, len, cb)
       } else {

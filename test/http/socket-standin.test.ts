@@ -89,6 +89,24 @@ describe('req.socket (FcgiConnection)', () => {
     expect(parsed.body.toString()).toBe('buf-u8')
     expect(finished).toBe(true)
   })
+
+  it('an app reusing its Buffer once write() returned or called back sends what it wrote then (small and large chunks)', async () => {
+    // As with node:http on a socket: once the write callback ran, the bytes
+    // are taken; our writes leave later, so the app's memory must be copied.
+    const small = Buffer.from('first-')
+    const large = Buffer.alloc(40 * 1024, 'L')
+    const path = await start((_req, res) => {
+      res.setHeader('Content-Type', 'text/plain')
+      res.write(small, () => small.fill('X'))
+      res.write(large)
+      large.fill('Y')  // right after write() returned
+      setTimeout(() => res.end('end'), 5)
+    })
+    const raw = await fcgiRequest({ path }, { params: defaultParams() })
+    const body = parseCgiResponse(raw.stdout).body.toString()
+    expect(body.length).toBe(6 + 40 * 1024 + 3)
+    expect(body).toBe(`first-${'L'.repeat(40 * 1024)}end`)
+  })
 })
 
 describe('req.env (built on first read)', () => {

@@ -6,6 +6,8 @@
 // (content <= 65535, stdout's end record, FCGI_END_REQUEST last), the order
 // of stdout and stderr, and that a kept connection serves the next request.
 import { createHash } from 'node:crypto'
+import v8 from 'node:v8'
+import vm from 'node:vm'
 import { afterEach, describe, expect, it } from 'vitest'
 import { initSocket, Request, type FcgiSocket } from '../../src/index.js'
 import {
@@ -220,5 +222,36 @@ describe('bodies', () => {
     const r = await fcgiRequest(target, { params: defaultParams({}), timeoutMs: 20000 })
     const expected = Buffer.concat(Array.from({ length: 8 }, (_, i) => bytes(50000, 200 + i)))
     expect(sha(checkFraming(r))).toBe(sha(expected))
+  })
+})
+
+describe('memory of a finished request', () => {
+  it('a slot waiting for its next request no longer holds the last one (its streams and what their listeners hold)', async () => {
+    // An app collects the body in a closure of a 'data' listener; once the
+    // request is finished, nothing of ours may keep that alive while the
+    // Request object waits in accept() (with many slots, each kept its last
+    // body: hundreds of MiB under a 1 MiB echo load).
+    v8.setFlagsFromString('--expose-gc')
+    const gc = vm.runInNewContext('gc') as () => void
+    start(1)
+    let held: WeakRef<object> | undefined
+    handler = async (req) => {
+      const state = { chunks: [] as Buffer[] }
+      held = new WeakRef(state)
+      await new Promise<void>((resolve) => {
+        req.stdin.on('data', (c: Buffer) => state.chunks.push(c))
+        req.stdin.on('end', resolve)
+      })
+      req.stdout.write(HEAD)
+      req.stdout.write(`${state.chunks.length}`)
+    }
+    const r = await fcgiRequest(target, { params: defaultParams({ REQUEST_METHOD: 'POST' }), stdin: bytes(200000, 7), timeoutMs: 20000 })
+    expect(Number(checkFraming(r).toString())).toBeGreaterThan(0)
+    // The loop's Request is back in accept(); let the finish settle, then collect.
+    for (let i = 0; i < 5 && held!.deref() !== undefined; i++) {
+      await new Promise((res) => setTimeout(res, 20))
+      gc()
+    }
+    expect(held!.deref()).toBeUndefined()
   })
 })
