@@ -16,11 +16,12 @@
 // A Slot is libfcgi's FCGX_Request plus a strand: its operations run one at
 // a time, in order, on the worker pool. A read with no input waiting parks
 // in the poller instead of holding a thread. Two short cuts keep a small
-// request off the pool entirely: the poller runs the accept itself when the
-// whole request head is already in the socket (nothing can block), and the
-// JS thread sends a small response with its end records in one non-blocking
-// sendmsg when nothing else of the request is in flight (FinishNow). The pool starts max(4, 2 x
-// cores) threads as needed and adds more (up to max_threads) only when all of
+// request off the pool entirely: whoever pairs a waiting slot with a ready
+// connection (the poller, or the JS thread asking for the next request) runs
+// the accept itself when the whole request head is already in the socket
+// (nothing can block), and the JS thread sends a small response with its end
+// records in one non-blocking sendmsg when nothing else of the request is in
+// flight (FinishNow). The pool starts max(4, 2 x cores) threads as needed and adds more (up to max_threads) only when all of
 // them are stuck, e.g. writing to peers that do not read.
 #pragma once
 
@@ -213,15 +214,16 @@ class Server {
   void WorkerMain();
   void AcceptConnections();                       // mu_ held
   void HandleConnEvent(Conn* conn, uint32_t ev);  // mu_ held
-  // Pairs waiting slots with ready connections (mu_ held). From the poller
-  // (`claimed` given), the pairs are claimed and returned: the poller runs
-  // their accept itself when the request's head has arrived (AcceptClaimed).
+  // Pairs waiting slots with ready connections (mu_ held). With `claimed`
+  // (the poller, and Accept() on the JS thread), the pairs are claimed and
+  // returned: the caller runs their accept itself when the request's head
+  // has arrived (AcceptClaimed).
   void Dispatch(std::vector<Slot*>* claimed = nullptr);
   void AcceptClaimed(std::vector<Slot*>& claimed);  // mu_ not held
   void Schedule(Slot* slot);                      // mu_ held
   template <typename F>
   void FromJs(F&& f);                             // runs f under mu_
-  void AcceptLocked(Slot* slot);                  // mu_ held
+  void AcceptLocked(Slot* slot, std::vector<Slot*>* claimed = nullptr);  // mu_ held
   void Enqueue(Slot* slot, Op op);                // mu_ held
   void Run(Slot* slot, Op& op, std::unique_lock<std::mutex>& lock);
   void RunAccept(Slot* slot);
