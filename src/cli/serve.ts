@@ -11,8 +11,11 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { parseListenAddress, parseMode } from '../address.js'
+import { isCgiInvocation } from '../http/cgi-mode.js'
+import { createServer } from '../http/server.js'
 import { isCGI, openListenSocket } from '../socket.js'
 import { native } from '../native.js'
+import { loadApp } from './load-app.js'
 import { type FlagSpec, flagsHelp, parseArgs, parseCount, parseDuration, UsageError } from './args.js'
 import type { StatusData, WorkerStats } from './status.js'
 import type { WorkerConfig } from './worker.js'
@@ -313,6 +316,33 @@ class Supervisor {
   }
 }
 
+/**
+ * CGI mode: the app answers the request of this CGI invocation (environment,
+ * stdin, stdout) through createServer().listen(), which sees the CGI
+ * environment itself; then the process exits (0, or 1 for a response cut
+ * short), whatever the app left running.
+ */
+async function serveCgiRequest(config: Config): Promise<number> {
+  let listener
+  try {
+    listener = await loadApp(config.app)
+  } catch (err) {
+    // The web server answers 500 and logs this (stderr goes to its error log).
+    log((err as Error).message)
+    return 1
+  }
+  const server = createServer({ maxConns: 1 }, listener)
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.once('close', resolve)
+    server.listen()
+  })
+  const code = typeof process.exitCode === 'number' ? process.exitCode : 0
+  // The app may hold timers or connections (a database pool): the web
+  // server waits for the end of stdout, so the process ends here.
+  process.exit(code)
+}
+
 export async function main(argv: string[]): Promise<number> {
   const config = configFrom(argv)
   if (config === undefined) {
@@ -328,8 +358,12 @@ export async function main(argv: string[]): Promise<number> {
     }
   } else if (!isCGI()) {
     target = parseListenAddress({ fd: 0 })
+  } else if (isCgiInvocation()) {
+    // Started as a plain CGI program (mod_cgi, lighttpd's mod_cgi): answer
+    // the one request in this process, no workers.
+    return serveCgiRequest(config)
   } else {
-    throw new UsageError('no --listen, and fd 0 is not a listening socket: give --listen ADDR, or let a web server (spawn-fcgi, mod_fcgid, lighttpd) start it')
+    throw new UsageError('no --listen, and fd 0 is not a listening socket (nor is this a CGI request: GATEWAY_INTERFACE is unset): give --listen ADDR, or let a web server (spawn-fcgi, mod_fcgid, lighttpd) start it')
   }
   try {
     await checkApp(config.app)
