@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url'
 import { parseListenAddress, parseMode } from '../address.js'
 import { isCgiInvocation } from '../http/cgi-mode.js'
 import { createServer } from '../http/server.js'
+import { systemdListenFd } from '../listen-fds.js'
 import { isCGI, openListenSocket } from '../socket.js'
 import { native } from '../native.js'
 import { loadApp } from './load-app.js'
@@ -21,7 +22,7 @@ import type { StatusData, WorkerStats } from './status.js'
 import type { WorkerConfig } from './worker.js'
 
 const FLAGS: FlagSpec[] = [
-  { name: 'listen', short: 'l', env: 'LIBFCGI_LISTEN', value: 'ADDR', help: 'port, host:port, [ipv6]:port or unix socket path; default: the socket a web server passed as fd 0' },
+  { name: 'listen', short: 'l', env: 'LIBFCGI_LISTEN', value: 'ADDR', help: 'port, host:port, [ipv6]:port or unix socket path; default: the socket systemd passed (LISTEN_FDS) or a web server passed as fd 0, else (started as CGI) the one CGI request' },
   { name: 'socket-mode', env: 'LIBFCGI_SOCKET_MODE', value: 'MODE', help: 'permissions of a unix socket, octal (e.g. 660)' },
   { name: 'workers', short: 'w', env: 'LIBFCGI_WORKERS', value: 'N', help: 'worker processes (default 1)' },
   { name: 'max-conns', env: 'LIBFCGI_MAX_CONNS', value: 'N', help: 'requests a worker serves at once (default 256)' },
@@ -356,6 +357,8 @@ export async function main(argv: string[]): Promise<number> {
     } catch (err) {
       throw new UsageError(`--listen: ${(err as Error).message}`)
     }
+  } else if (systemdListenFd() !== undefined) {
+    target = parseListenAddress({ fd: systemdListenFd()! })
   } else if (!isCGI()) {
     target = parseListenAddress({ fd: 0 })
   } else if (isCgiInvocation()) {
@@ -375,11 +378,11 @@ export async function main(argv: string[]): Promise<number> {
   try {
     opened = openListenSocket(target, config.backlog)
   } catch (err) {
-    log(`cannot listen on ${config.listen ?? 'fd 0'}: ${(err as Error).message}`)
+    log(`cannot listen on ${config.listen ?? `fd ${target.kind === 'fd' ? target.fd : 0}`}: ${(err as Error).message}`)
     return 1
   }
   const supervisor = new Supervisor(config, opened.fd, opened.unlinkPath)
   supervisor.start()
-  log(`serving ${path.relative(process.cwd(), config.app) || config.app} on ${config.listen ?? 'fd 0'} with ${config.workers} worker(s) (${os.cpus().length} cpus)`)
+  log(`serving ${path.relative(process.cwd(), config.app) || config.app} on ${config.listen ?? `fd ${target.kind === 'fd' ? target.fd : 0}`} with ${config.workers} worker(s) (${os.cpus().length} cpus)`)
   return supervisor.finished
 }

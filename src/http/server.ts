@@ -7,6 +7,7 @@ import { Request as FcgiRequest } from '../request.js'
 import { type FcgiSocket, FCGI_LISTENSOCK_FILENO, initSocket, type SocketAddress, type SocketOptions } from '../socket.js'
 import { requestInfoFromParams } from './cgi.js'
 import { CgiRequest, isCgiInvocation } from './cgi-mode.js'
+import { systemdListenFd } from '../listen-fds.js'
 import { createIncomingMessage, createServerResponse, FcgiConnection } from './connection.js'
 
 /** node:http's IncomingMessage, plus the FastCGI params and role. */
@@ -99,7 +100,9 @@ export class Server extends EventEmitter {
   /**
    * `listen(port[, host][, backlog][, cb])`, `listen(path[, cb])`,
    * `listen({ port, host, path, mode, fd, backlog }[, cb])`, or `listen([cb])`:
-   * the listening socket a web server (or spawn-fcgi) passed as fd 0.
+   * the listening socket a web server (or spawn-fcgi) passed as fd 0, or
+   * the one systemd passed as fd 3 (socket activation: LISTEN_FDS, with
+   * LISTEN_PID this process).
    *
    * CGI mode: `listen()` without an address in a process that a web server
    * started as a plain CGI program (fd 0 is not a listening socket and
@@ -124,7 +127,11 @@ export class Server extends EventEmitter {
         err.code = 'ERR_SERVER_ALREADY_LISTEN'
         throw err
       }
-      const given = toAddress(first, host)
+      let given = toAddress(first, host)
+      // No address: systemd's socket (LISTEN_FDS, fd 3), else fd 0 (a web
+      // server's, or CGI mode when fd 0 is no listening socket).
+      const systemdFd = given === undefined ? systemdListenFd() : undefined
+      if (systemdFd !== undefined) given = { fd: systemdFd }
       if (given === undefined && isCgiInvocation()) {
         const cgi = new CgiRequest()
         this.#cgi = cgi

@@ -135,6 +135,26 @@ describe.each(STARTERS)('%s', (_name, command) => {
     expect(apache.errorLogProblems()).toEqual([]);
   });
 
+  it('systemd socket activation (systemd-socket-activate: LISTEN_FDS=1, LISTEN_PID, the socket as fd 3)', async () => {
+    const sock = tmpSocketPath('sd');
+    // systemd's own tool for the protocol: it binds, waits for the first
+    // connection, then execs the command (same pid) with the socket as fd 3.
+    const child = spawn('/usr/bin/systemd-socket-activate', ['-l', sock, ...command], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    let stderr = '';
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    try {
+      const c = viaFcgi({ path: sock });
+      await withTimeout((async () => { for (;;) { try { return await c.get('/'); } catch { await new Promise((r) => setTimeout(r, 100)); } } })(), 15000, 'the socket-activated app to answer');
+      await expectExampleApp(c.get, c.post);
+      if (command.includes('serve')) expect(stderr).toMatch(/serving .* on fd 3 /);
+      child.kill('SIGTERM');
+      await withTimeout(exited, 10000, 'the socket-activated app to stop on SIGTERM');
+    } finally {
+      try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ }
+    }
+  });
+
   describe('started as a CGI program', () => {
     /** Runs the command once as CGI: env, stdin; resolves with its exit and stdout. */
     function runCgi(env: Record<string, string>, stdin = ''): Promise<{ code: number | null; stdout: string; stderr: string }> {
