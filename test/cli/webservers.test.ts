@@ -6,7 +6,7 @@
 // with the CGI environment and stdin), where it answers the one request.
 // docs/deployment.md prints the configurations these tests run.
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -16,10 +16,9 @@ import { MOD_FCGID, startFcgid, stopAllFcgid } from '../helpers/fcgid.js';
 import { httpRequest } from '../helpers/http-client.js';
 import { lighttpdInstalled, lq, startLighttpd, stopAllLighttpd } from '../helpers/lighttpd.js';
 import { spawnFcgi } from '../helpers/spawn-fcgi.js';
-import { tmpSocketPath, withTimeout } from '../helpers/wait.js';
+import { freePort, tmpSocketPath, waitFor, withTimeout } from '../helpers/wait.js';
 import { assertDistFresh } from '../lifecycle/child.js';
-import { CLI, ROOT } from './serve-helpers.js';
-import { existsSync } from 'node:fs';
+import { CLI, killAllServes, ROOT, startServe } from './serve-helpers.js';
 
 const APP = path.join(ROOT, 'examples/express/app.mjs');
 const LISTEN_APP = path.join(ROOT, 'test/cli/fixtures/express-listen.mjs');
@@ -227,6 +226,43 @@ describe.each(STARTERS)('%s', (_name, command) => {
     });
   });
 });
+
+// docs/deployment.md's container: the app as the container's command, the
+// health check as its HEALTHCHECK, both from the same LIBFCGI_* variables.
+describe('container: libfcgi serve as CMD, libfcgi request as HEALTHCHECK', () => {
+  it('the check exits 0 while the app answers /ping, 3 once it is gone', async () => {
+    const port = await freePort();
+    const env = { LIBFCGI_LISTEN: `0.0.0.0:${port}`, LIBFCGI_ALLOWED_CLIENTS: '127.0.0.1' };
+    // CMD ["libfcgi", "serve", "app.mjs", "--workers", "2", "--ping-path", "/ping"]
+    const serve = startServe([APP, '--workers', '2', '--ping-path', '/ping'], { env });
+    // HEALTHCHECK CMD ["libfcgi", "request", "-s", "-m", "4s", "/ping"]
+    const check = () => runCli(['request', '-s', '-m', '4s', '/ping'], env);
+    try {
+      await serve.waitForLog(/serving .* with 2 worker/);
+      const ok = await waitFor(async () => ((await check()).code === 0 ? true : undefined), { timeoutMs: 15000, intervalMs: 200, what: 'the health check to pass' });
+      expect(ok).toBe(true);
+      serve.kill('SIGTERM');
+      expect((await serve.waitExit(15000)).code).toBe(0);
+      const down = await check();
+      expect(down.code).toBe(3);
+      expect(down.stdout).toBe('');
+    } finally {
+      await killAllServes();
+    }
+  });
+});
+
+function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return withTimeout(new Promise((resolve, reject) => {
+    const child = spawn(NODE, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  }), 15000, `libfcgi ${args.join(' ')}`);
+}
 
 afterAll(async () => {
   await Promise.all([stopAllLighttpd(), stopAllFcgid()]);
