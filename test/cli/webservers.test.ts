@@ -102,8 +102,8 @@ describe.each(STARTERS)('%s', (_name, command) => {
 
   it('lighttpd bin-path (max-procs 2) starts it with the socket as fd 0', async () => {
     const lighttpd = await startLighttpd({
-      modules: ['mod_fastcgi'],
       config: (dir) => [
+        'server.modules += ("mod_fastcgi")',
         'fastcgi.server = ( "/" => ((',
         `    "socket" => ${lq(path.join(dir, 'app.sock'))},`,
         `    "bin-path" => ${lq(command.join(' '))},`,
@@ -206,10 +206,9 @@ describe.each(STARTERS)('%s', (_name, command) => {
 
     it('lighttpd mod_cgi runs it as a CGI script', async () => {
       const lighttpd = await startLighttpd({
-        modules: ['mod_cgi'],
         config: (dir) => {
           writeFileSync(path.join(dir, 'htdocs/app.cgi'), `#!/bin/sh\nAPP_PREFIX=/app.cgi exec ${command.join(' ')}\n`, { mode: 0o755 });
-          return 'cgi.assign = ( ".cgi" => "" )';
+          return 'server.modules += ("mod_cgi")\ncgi.assign = ( ".cgi" => "" )';
         },
       });
       const c = viaHttp(`${lighttpd.url}/app.cgi`);

@@ -7,8 +7,8 @@
  * service is not used (the package starts it on installation: `service
  * lighttpd stop`).
  *
- * The caller gives the body of the configuration (`fastcgi.server = ...`,
- * `cgi.assign = ...`) and the modules it needs; `dir` (the temporary
+ * The caller gives the site's configuration (`server.modules += (...)`,
+ * `fastcgi.server = ...`, `cgi.assign = ...`: what docs/deployment.md prints); `dir` (the temporary
  * directory) is passed to the builder so that sockets and scripts can live
  * there. lighttpd started as root runs as root unless told otherwise
  * (server.username): the tests leave it so, so that the processes it
@@ -23,9 +23,11 @@ import { DaemonGroup, linesMatching, readIfExists } from './daemon.js';
 export const LIGHTTPD = '/usr/sbin/lighttpd';
 
 export interface StartLighttpdOptions {
-  /** Modules to load besides the built-in ones (e.g. "mod_fastcgi", "mod_cgi"). */
-  modules: string[];
-  /** The site's configuration, made once the temporary directory exists. */
+  /**
+   * The site's configuration (with its `server.modules += (...)` line),
+   * appended to the server's own lines (port, pid file, logs); made once the
+   * temporary directory exists.
+   */
   config: (dir: string) => string;
   /** Start timeout in ms (default 10000). */
   startTimeoutMs?: number;
@@ -61,7 +63,6 @@ export async function startLighttpd(opts: StartLighttpdOptions): Promise<Lighttp
   const { daemon, dir, port, url, plan } = await group.start((dir, port) => {
     mkdirSync(join(dir, 'htdocs'));
     const conf = [
-      `server.modules = (${opts.modules.map(lq).join(', ')})`,
       `server.bind = "127.0.0.1"`,
       `server.port = ${port}`,
       `server.document-root = ${lq(join(dir, 'htdocs'))}`,
