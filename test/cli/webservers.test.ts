@@ -226,6 +226,24 @@ describe.each(STARTERS)('%s', (_name, command) => {
   });
 });
 
+describe('CGI mode, a response cut short', () => {
+  it('libfcgi serve exits 1 (the web server logs a failure) after what was sent', async () => {
+    const r = await withTimeout(new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
+      const child = spawn(NODE, [CLI, 'serve', path.join(ROOT, 'test/cli/fixtures/cgi-cut.mjs')], {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', GATEWAY_INTERFACE: 'CGI/1.1', REQUEST_METHOD: 'GET', REQUEST_URI: '/' },
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
+      let stdout = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stdout }));
+    }), 15000, 'the CGI run');
+    expect(r.stdout).toMatch(/^Status: 200 OK\r\n/);
+    expect(r.stdout.endsWith('\r\n\r\npart of it\n')).toBe(true);
+    expect(r.code).toBe(1);
+  });
+});
+
 // docs/deployment.md's container: the app as the container's command, the
 // health check as its HEALTHCHECK, both from the same LIBFCGI_* variables.
 describe('container: libfcgi serve as CMD, libfcgi request as HEALTHCHECK', () => {
