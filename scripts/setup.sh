@@ -4,9 +4,11 @@
 #
 #   bash scripts/setup.sh           build tools, npm ci, the addon, dist/
 #   bash scripts/setup.sh --test    the same plus what the tests drive:
-#                                   nginx, apache2, cgi-fcgi, spawn-fcgi, curl
-#                                   (the tests start their own Apache; the
-#                                   system's apache2 service is left stopped)
+#                                   nginx, apache2 with mod_fcgid, lighttpd,
+#                                   cgi-fcgi, spawn-fcgi, curl
+#                                   (the tests start their own Apache and
+#                                   lighttpd; the system's apache2 and
+#                                   lighttpd services are left stopped)
 #   bash scripts/setup.sh --demo    the same plus nginx when it can be
 #                                   installed (the demo also works without)
 #
@@ -61,11 +63,17 @@ missing_pkgs=()    # Debian/Ubuntu package names
 optional_pkgs=()   # --demo: nginx, nice to have
 
 # LIBFCGI_SETUP_ASSUME_MISSING="tool ...": treat these tools as missing (to
-# try the install path of this script on a machine that has them).
+# try the install path of this script on a machine that has them). A "tool"
+# given as a path (need /usr/lib/.../mod_fcgid.so PKG) is a file that must
+# exist: a module, not a command.
 need() {  # need TOOL PACKAGE [optional]
   local tool=$1 pkg=$2 optional=${3:-}
   if [[ " ${LIBFCGI_SETUP_ASSUME_MISSING:-} " != *" $tool "* ]]; then
-    have "$tool" && return 0
+    if [[ $tool == /* ]]; then
+      [[ -e $tool ]] && return 0
+    else
+      have "$tool" && return 0
+    fi
   fi
   if [[ -n $optional ]]; then
     optional_pkgs+=("$pkg")
@@ -91,6 +99,8 @@ case $mode in
   test)
     need nginx NGINX
     need apache2 apache2
+    need /usr/lib/apache2/modules/mod_fcgid.so libapache2-mod-fcgid
+    need lighttpd lighttpd
     need cgi-fcgi libfcgi-bin
     need spawn-fcgi spawn-fcgi
     need curl curl
@@ -163,7 +173,11 @@ then rerun: bash $0 $*"
   apt_install "${missing_pkgs[@]}"
   for t in "${missing_tools[@]}"; do
     [[ $t == ca-certificates ]] && continue
-    have "$t" || die "'$t' is still missing after apt-get install"
+    if [[ $t == /* ]]; then
+      [[ -e $t ]] || die "'$t' is still missing after apt-get install"
+    else
+      have "$t" || die "'$t' is still missing after apt-get install"
+    fi
   done
   # Debian starts (and enables) the apache2 service on installation unless
   # /usr/sbin/policy-rc.d forbids it; the tests run their own Apache on a
@@ -175,6 +189,15 @@ then rerun: bash $0 $*"
       ${sudo_cmd[@]+"${sudo_cmd[@]}"} invoke-rc.d apache2 stop >/dev/null 2>&1 || true
     fi
     say "apache2 installed; its system service is left stopped"
+  fi
+  # The same for lighttpd (its package starts it on port 80 too).
+  if [[ " ${missing_pkgs[*]} " == *" lighttpd "* ]]; then
+    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+      ${sudo_cmd[@]+"${sudo_cmd[@]}"} systemctl disable --now lighttpd >/dev/null 2>&1 || true
+    elif command -v invoke-rc.d >/dev/null 2>&1; then
+      ${sudo_cmd[@]+"${sudo_cmd[@]}"} invoke-rc.d lighttpd stop >/dev/null 2>&1 || true
+    fi
+    say "lighttpd installed; its system service is left stopped"
   fi
 fi
 

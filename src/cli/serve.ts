@@ -11,14 +11,18 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { parseListenAddress, parseMode } from '../address.js'
+import { isCgiInvocation } from '../http/cgi-mode.js'
+import { createServer } from '../http/server.js'
+import { systemdListenFd } from '../listen-fds.js'
 import { isCGI, openListenSocket } from '../socket.js'
 import { native } from '../native.js'
+import { loadApp } from './load-app.js'
 import { type FlagSpec, flagsHelp, parseArgs, parseCount, parseDuration, UsageError } from './args.js'
 import type { StatusData, WorkerStats } from './status.js'
 import type { WorkerConfig } from './worker.js'
 
 const FLAGS: FlagSpec[] = [
-  { name: 'listen', short: 'l', env: 'LIBFCGI_LISTEN', value: 'ADDR', help: 'port, host:port, [ipv6]:port or unix socket path; default: the socket a web server passed as fd 0' },
+  { name: 'listen', short: 'l', env: 'LIBFCGI_LISTEN', value: 'ADDR', help: 'port, host:port, [ipv6]:port or unix socket path; default: the socket systemd passed (LISTEN_FDS) or a web server passed as fd 0, else (started as CGI) the one CGI request' },
   { name: 'socket-mode', env: 'LIBFCGI_SOCKET_MODE', value: 'MODE', help: 'permissions of a unix socket, octal (e.g. 660)' },
   { name: 'workers', short: 'w', env: 'LIBFCGI_WORKERS', value: 'N', help: 'worker processes (default 1)' },
   { name: 'max-conns', env: 'LIBFCGI_MAX_CONNS', value: 'N', help: 'requests a worker serves at once (default 256)' },
@@ -313,6 +317,33 @@ class Supervisor {
   }
 }
 
+/**
+ * CGI mode: the app answers the request of this CGI invocation (environment,
+ * stdin, stdout) through createServer().listen(), which sees the CGI
+ * environment itself; then the process exits (0, or 1 for a response cut
+ * short), whatever the app left running.
+ */
+async function serveCgiRequest(config: Config): Promise<number> {
+  let listener
+  try {
+    listener = await loadApp(config.app)
+  } catch (err) {
+    // The web server answers 500 and logs this (stderr goes to its error log).
+    log((err as Error).message)
+    return 1
+  }
+  const server = createServer({ maxConns: 1 }, listener)
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.once('close', resolve)
+    server.listen()
+  })
+  const code = typeof process.exitCode === 'number' ? process.exitCode : 0
+  // The app may hold timers or connections (a database pool): the web
+  // server waits for the end of stdout, so the process ends here.
+  process.exit(code)
+}
+
 export async function main(argv: string[]): Promise<number> {
   const config = configFrom(argv)
   if (config === undefined) {
@@ -326,10 +357,16 @@ export async function main(argv: string[]): Promise<number> {
     } catch (err) {
       throw new UsageError(`--listen: ${(err as Error).message}`)
     }
+  } else if (systemdListenFd() !== undefined) {
+    target = parseListenAddress({ fd: systemdListenFd()! })
   } else if (!isCGI()) {
     target = parseListenAddress({ fd: 0 })
+  } else if (isCgiInvocation()) {
+    // Started as a plain CGI program (mod_cgi, lighttpd's mod_cgi): answer
+    // the one request in this process, no workers.
+    return serveCgiRequest(config)
   } else {
-    throw new UsageError('no --listen, and fd 0 is not a listening socket: give --listen ADDR, or let a web server (spawn-fcgi, mod_fcgid, lighttpd) start it')
+    throw new UsageError('no --listen, and fd 0 is not a listening socket (nor is this a CGI request: GATEWAY_INTERFACE is unset): give --listen ADDR, or let a web server (spawn-fcgi, mod_fcgid, lighttpd) start it')
   }
   try {
     await checkApp(config.app)
@@ -341,11 +378,11 @@ export async function main(argv: string[]): Promise<number> {
   try {
     opened = openListenSocket(target, config.backlog)
   } catch (err) {
-    log(`cannot listen on ${config.listen ?? 'fd 0'}: ${(err as Error).message}`)
+    log(`cannot listen on ${config.listen ?? `fd ${target.kind === 'fd' ? target.fd : 0}`}: ${(err as Error).message}`)
     return 1
   }
   const supervisor = new Supervisor(config, opened.fd, opened.unlinkPath)
   supervisor.start()
-  log(`serving ${path.relative(process.cwd(), config.app) || config.app} on ${config.listen ?? 'fd 0'} with ${config.workers} worker(s) (${os.cpus().length} cpus)`)
+  log(`serving ${path.relative(process.cwd(), config.app) || config.app} on ${config.listen ?? `fd ${target.kind === 'fd' ? target.fd : 0}`} with ${config.workers} worker(s) (${os.cpus().length} cpus)`)
   return supervisor.finished
 }

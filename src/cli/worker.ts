@@ -5,10 +5,8 @@
 //   worker -> supervisor: ready | recycle | status-request {id} | stats {id, stats}
 //   supervisor -> worker: stop | stats-request {id} | status {id, data}
 // `--check APP` only loads the app and validates its export (exit 0 or 1).
-import { pathToFileURL } from 'node:url'
-
-import { createServer, type IncomingMessage, type ServerResponse } from '../http/server.js'
-import { fetchListener, type FetchHandler } from '../http/fetch.js'
+import { createServer } from '../http/server.js'
+import { loadApp } from './load-app.js'
 import { renderStatus, type WorkerStats } from './status.js'
 
 /** The fd of the listen socket in a worker (stdio[3] of the spawn). */
@@ -22,33 +20,6 @@ export interface WorkerConfig {
   statusPath?: string
   pingPath?: string
   slowMs: number
-}
-
-type Listener = (req: IncomingMessage, res: ServerResponse) => unknown
-
-/** The app module's request listener (a function, e.g. Express) or fetch handler (e.g. Hono). */
-export async function loadApp(app: string): Promise<Listener> {
-  let mod: unknown
-  try {
-    mod = await import(pathToFileURL(app).href)
-  } catch (err) {
-    const e = new Error(`cannot load ${app}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
-    throw Object.assign(e, { code: 'ERR_LIBFCGI_APP_LOAD' })
-  }
-  // ESM default export, CommonJS module.exports (as `default`), or a
-  // transpiled module's `exports.default`.
-  let candidate = (mod as { default?: unknown }).default ?? mod
-  if (candidate && typeof candidate === 'object' && 'default' in candidate && typeof candidate !== 'function') {
-    const inner = (candidate as { default: unknown }).default
-    if (typeof inner === 'function' || (inner && typeof (inner as { fetch?: unknown }).fetch === 'function')) candidate = inner
-  }
-  if (typeof candidate === 'function') return candidate as Listener
-  if (candidate && typeof (candidate as { fetch?: unknown }).fetch === 'function') {
-    const target = candidate as { fetch: FetchHandler }
-    return fetchListener((request, context) => target.fetch(request, context))
-  }
-  const e = new Error(`${app} must export (default or module.exports) a request listener (req, res) => ..., such as an Express app, or an object with a fetch(request) method, such as a Hono app`)
-  throw Object.assign(e, { code: 'ERR_LIBFCGI_APP_EXPORT' })
 }
 
 async function runWorker(config: WorkerConfig): Promise<void> {

@@ -6,6 +6,8 @@ import type { ListenAddress } from '../address.js'
 import { Request as FcgiRequest } from '../request.js'
 import { type FcgiSocket, FCGI_LISTENSOCK_FILENO, initSocket, type SocketAddress, type SocketOptions } from '../socket.js'
 import { requestInfoFromParams } from './cgi.js'
+import { CgiRequest, isCgiInvocation } from './cgi-mode.js'
+import { systemdListenFd } from '../listen-fds.js'
 import { createIncomingMessage, createServerResponse, FcgiConnection } from './connection.js'
 
 /** node:http's IncomingMessage, plus the FastCGI params and role. */
@@ -72,6 +74,8 @@ export class Server extends EventEmitter {
   #socket: FcgiSocket | undefined
   #loops: Array<Promise<void>> = []
   #unref = false
+  /** CGI mode (see listen()): the one request being answered. */
+  #cgi: CgiRequest | undefined
   /** Milliseconds after which an unfinished response is ended (see ServerOptions). */
   requestTimeout: number
   /** Like node:http: inactivity timeout set on each request's socket (0: none). */
@@ -90,13 +94,22 @@ export class Server extends EventEmitter {
   }
 
   get listening(): boolean {
-    return this.#socket !== undefined && !this.#socket.closed
+    return this.#cgi !== undefined || (this.#socket !== undefined && !this.#socket.closed)
   }
 
   /**
    * `listen(port[, host][, backlog][, cb])`, `listen(path[, cb])`,
    * `listen({ port, host, path, mode, fd, backlog }[, cb])`, or `listen([cb])`:
-   * the listening socket a web server (or spawn-fcgi) passed as fd 0.
+   * the listening socket a web server (or spawn-fcgi) passed as fd 0, or
+   * the one systemd passed as fd 3 (socket activation: LISTEN_FDS, with
+   * LISTEN_PID this process).
+   *
+   * CGI mode: `listen()` without an address in a process that a web server
+   * started as a plain CGI program (fd 0 is not a listening socket and
+   * GATEWAY_INTERFACE is set) answers that one request from the
+   * environment, stdin and stdout, then emits 'close' (the process should
+   * then exit: let nothing else keep it alive). A response cut short sets
+   * `process.exitCode` to 1 so that the web server logs a failure.
    */
   listen(...args: unknown[]): this {
     const cb = typeof args.at(-1) === 'function' ? (args.pop() as () => void) : undefined
@@ -114,7 +127,21 @@ export class Server extends EventEmitter {
         err.code = 'ERR_SERVER_ALREADY_LISTEN'
         throw err
       }
-      const address = toAddress(first, host) ?? { fd: FCGI_LISTENSOCK_FILENO }
+      let given = toAddress(first, host)
+      // No address: systemd's socket (LISTEN_FDS, fd 3), else fd 0 (a web
+      // server's, or CGI mode when fd 0 is no listening socket).
+      const systemdFd = given === undefined ? systemdListenFd() : undefined
+      if (systemdFd !== undefined) given = { fd: systemdFd }
+      if (given === undefined && isCgiInvocation()) {
+        const cgi = new CgiRequest()
+        this.#cgi = cgi
+        process.nextTick(() => {
+          this.emit('listening')
+          void this.#serveCgi(cgi)
+        })
+        return this
+      }
+      const address = given ?? { fd: FCGI_LISTENSOCK_FILENO }
       const parallel = this.#options.maxConns ?? 256
       const socket = initSocket(address, {
         ...this.#options,
@@ -146,6 +173,11 @@ export class Server extends EventEmitter {
 
   /** Stops accepting; requests in flight finish; then 'close'. */
   close(cb?: (err?: Error) => void): this {
+    if (this.#cgi) {
+      // CGI mode: 'close' comes once the one request is answered.
+      if (cb) this.once('close', () => cb())
+      return this
+    }
     const socket = this.#socket
     if (!socket || socket.closed) {
       // As node:http: 'close' is emitted, and cb gets ERR_SERVER_NOT_RUNNING.
@@ -198,6 +230,21 @@ export class Server extends EventEmitter {
       }
       slot.conn = undefined
     }
+  }
+
+  /** CGI mode: the one request, then 'close'. */
+  async #serveCgi(cgi: CgiRequest): Promise<void> {
+    const slot: Slot = { conn: undefined }
+    cgi.on('aborted', () => slot.conn?._aborted())
+    try {
+      // CgiRequest has the part of a FastCGI Request the http layer uses (see cgi-mode.ts).
+      await this.#handle(cgi as unknown as FcgiRequest, slot)
+    } catch (err) {
+      this.#report(err as Error)
+    }
+    if (cgi.cut && process.exitCode === undefined) process.exitCode = 1
+    this.#cgi = undefined
+    this.emit('close')
   }
 
   #handle(fcgi: FcgiRequest, slot: Slot): Promise<void> {
