@@ -238,6 +238,7 @@ Napi::Value ServerCreateJs(const Napi::CallbackInfo& info) {
   opt.params_max_count = OptInt(o, "paramsMaxCount", opt.params_max_count);
   opt.linger_ms = OptInt(o, "lingerMs", opt.linger_ms);
   opt.read_timeout_ms = OptInt(o, "readTimeoutMs", opt.read_timeout_ms);
+  opt.idle_timeout_ms = OptInt(o, "idleTimeoutMs", opt.idle_timeout_ms);
   Napi::Value allowed = o.Get("allowed");
   if (allowed.IsArray()) {
     Napi::Array a = allowed.As<Napi::Array>();
@@ -343,6 +344,7 @@ Napi::Value ServerStatsJs(const Napi::CallbackInfo& info) {
   o.Set("refusedConnections", static_cast<double>(s.refused_connections));
   o.Set("requests", static_cast<double>(s.requests));
   o.Set("inlineFinishes", static_cast<double>(s.inline_finishes));
+  o.Set("idleTimeouts", static_cast<double>(s.idle_timeouts));
   return o;
 }
 

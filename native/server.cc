@@ -473,6 +473,12 @@ void Server::PollerMain() {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return;
       if (draining_ > 0 || lingering_ > 0 || emfile) timeout = 100;
+      if (options_.idle_timeout_ms > 0 && !conns_.empty()) {
+        // Look for connections idle too long about twice per timeout (at
+        // most once a second): a close comes at most ~1.5x late.
+        int64_t wait = std::max<int64_t>(0, next_idle_scan_ms_ - NowMs());
+        if (timeout < 0 || wait < timeout) timeout = static_cast<int>(wait);
+      }
       if (watching_) timeout = kStarvedMs;
     }
     int n = epoll_wait(epoll_fd_, events, 128, timeout);
@@ -512,6 +518,7 @@ void Server::PollerMain() {
       }
       for (Conn* c : expired) CloseConn(c, false);
     }
+    if (options_.idle_timeout_ms > 0) CloseIdleConns();
     // Listen again once under the connection cap (or after EMFILE).
     emfile = false;
     if (!closed_ && listen_fd_ >= 0 && !listen_armed_ &&
@@ -536,6 +543,25 @@ void Server::PollerMain() {
       lock.unlock();
       AcceptClaimed(claimed);
     }
+  }
+}
+
+// Kept connections with no request for idle_timeout_ms are closed (mu_
+// held). Only Idle ones: a Ready connection has a request waiting for a
+// slot, and a lingering one has its own deadline.
+void Server::CloseIdleConns() {
+  int64_t now = NowMs();
+  if (now < next_idle_scan_ms_) return;
+  next_idle_scan_ms_ = now + std::min<int64_t>(1000, std::max(1, options_.idle_timeout_ms / 2));
+  std::vector<Conn*> expired;
+  for (auto& kv : conns_) {
+    Conn* c = kv.second;
+    if (c->state == Conn::State::kIdle && !c->lingering && now - c->idle_since_ms >= options_.idle_timeout_ms)
+      expired.push_back(c);
+  }
+  for (Conn* c : expired) {
+    stats_.idle_timeouts++;
+    CloseConn(c, false);
   }
 }
 
@@ -571,6 +597,7 @@ void Server::AcceptConnections() {
     stats_.accepted_connections++;
     Conn* c = new Conn();
     c->id = next_conn_id_++;
+    c->idle_since_ms = options_.idle_timeout_ms > 0 ? NowMs() : 0;
     c->fd = fd;
     conns_[c->id] = c;
     Arm(c, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, true);
@@ -1253,6 +1280,7 @@ int Server::EndRequest(Slot* s) {
   } else {
     conn->state = Conn::State::kIdle;
     conn->slot = nullptr;
+    if (options_.idle_timeout_ms > 0) conn->idle_since_ms = NowMs();
     Arm(conn, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT);
   }
   s->req.ipcFd = -1;

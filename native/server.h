@@ -82,6 +82,7 @@ struct Options {
   int params_max_count = 1000;
   int linger_ms = 2000;          // Draining deadline
   int read_timeout_ms = 60000;   // a peer stalled mid-record (SO_RCVTIMEO)
+  int idle_timeout_ms = 0;       // a kept connection without a request: closed after (0: never)
   // libfcgi's per-request stream buffers (our patch 0008): each read(2) of
   // FCGI_PARAMS/FCGI_STDIN and each write(2) of FCGI_STDOUT moves at most
   // this much. Allocated at accept, freed at finish; pages a small request
@@ -97,6 +98,7 @@ struct Stats {
   int pending_connections = 0;  // a request waiting for a slot, or (closed) not used yet
   uint64_t accepted_connections = 0, refused_connections = 0, requests = 0;
   uint64_t inline_finishes = 0;  // ended by FinishNow on the JS thread (all sent at once)
+  uint64_t idle_timeouts = 0;    // kept connections closed after idle_timeout_ms
 };
 
 class Server;
@@ -151,6 +153,7 @@ struct Conn {
   int64_t deadline_ms = 0;     // Draining; lingering: until when it may stay
   bool used = false;           // a request was accepted on it
   bool lingering = false;      // never used, kept after Close() for its first request
+  int64_t idle_since_ms = 0;   // Idle: since when (idle_timeout_ms)
 };
 
 class Server {
@@ -213,6 +216,7 @@ class Server {
   void PollerMain();
   void WorkerMain();
   void AcceptConnections();                       // mu_ held
+  void CloseIdleConns();                          // mu_ held
   void HandleConnEvent(Conn* conn, uint32_t ev);  // mu_ held
   // Pairs waiting slots with ready connections (mu_ held). With `claimed`
   // (the poller, and Accept() on the JS thread), the pairs are claimed and
@@ -268,6 +272,7 @@ class Server {
   bool defer_notify_ = false;   // inside FromJs: notify after unlocking
   int deferred_notifies_ = 0;
   int64_t last_progress_ms_ = 0;
+  int64_t next_idle_scan_ms_ = 0;  // idle_timeout_ms: when the poller looks next
   bool stopping_ = false;
   bool closed_ = false;
   bool listen_armed_ = false;

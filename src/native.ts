@@ -54,6 +54,7 @@ export interface NativeServerOptions {
   paramsMaxCount: number
   lingerMs: number
   readTimeoutMs: number
+  idleTimeoutMs: number
   allowed: Buffer[]
 }
 
@@ -70,6 +71,8 @@ export interface NativeStats {
   requests: number
   /** Requests whose response was sent whole from the JS thread, with no hop to a worker. */
   inlineFinishes: number
+  /** Kept connections closed after idleTimeout with no request. */
+  idleTimeouts: number
 }
 
 export interface Native {

@@ -38,6 +38,13 @@ export interface SocketOptions {
   allowedClients?: string | readonly string[]
   /** A peer that stalls in the middle of a record is dropped after this many ms (default 60000). */
   readTimeout?: number
+  /**
+   * A kept connection with no request on it is closed after this many ms
+   * (default 300000: longer than web servers keep idle upstream connections,
+   * e.g. nginx's keepalive_timeout of 60 s, so normally they close first).
+   * 0: never.
+   */
+  idleTimeout?: number
 }
 
 export interface SocketAddress {
@@ -291,6 +298,7 @@ function resolveOptions(options: SocketOptions): NativeServerOptions {
     paramsMaxCount: positiveInt('paramsMaxCount', options.paramsMaxCount, 1000),
     lingerMs: 2000,
     readTimeoutMs: positiveInt('readTimeout', options.readTimeout, 60000),
+    idleTimeoutMs: options.idleTimeout === 0 ? 0 : positiveInt('idleTimeout', options.idleTimeout, 300_000),
     allowed: parseAllowedClients(options.allowedClients ?? process.env.FCGI_WEB_SERVER_ADDRS),
   }
 }

@@ -67,6 +67,12 @@ export class FcgiConnection extends EventEmitter {
   readonly _writableState = { corked: 0 }
   /** The IncomingMessage of this request (destroyed with the connection). */
   _req: http.IncomingMessage | undefined
+  /** @internal maxBodySize of the server: bytes of body accepted (Infinity: any). */
+  _bodyLimit = Infinity
+  /** @internal the error req fails with at the end (maxBodySize), instead of none. */
+  _reqError: Error | undefined
+  /** @internal called once when the body grows past _bodyLimit. */
+  _onBodyTooLarge: (() => void) | undefined
   /** Called once after 'close' (the server's per-request cleanup). */
   _onClose: (() => void) | undefined
   #headDone = false
@@ -264,7 +270,7 @@ export class FcgiConnection extends EventEmitter {
     if (err && this.listenerCount('error') > 0) this.emit('error', err)
     this.emit('close', err !== null)
     const req = this._req
-    if (req && !req.readableEnded && !req.destroyed) req.destroy()
+    if (req && !req.readableEnded && !req.destroyed) req.destroy(this._reqError)
     const onClose = this._onClose
     this._onClose = undefined
     onClose?.()
@@ -401,8 +407,19 @@ function attachBody(req: http.IncomingMessage, fcgi: FcgiRequest): void {
     state._consuming = true  // node:http's flag: the app reads the body
     if (stdin === undefined) {
       const input = (stdin = fcgi.stdin)
+      const conn = req.socket as unknown as FcgiConnection
+      let received = 0
       input.on('data', (chunk: Buffer) => {
-        ;(req.socket as unknown as FcgiConnection)._active()
+        conn._active()
+        received += chunk.length
+        if (received > conn._bodyLimit) {
+          // maxBodySize: no more of it reaches the app (see Server#bodyTooLarge).
+          input.pause()
+          const report = conn._onBodyTooLarge
+          conn._onBodyTooLarge = undefined
+          report?.()
+          return
+        }
         if (!req.push(chunk)) input.pause()
       })
       input.once('end', () => {

@@ -36,6 +36,17 @@ export interface ServerOptions extends Omit<SocketOptions, 'maxConns'> {
    * setTimeout() for an inactivity limit). 0 disables it. Default 300000.
    */
   requestTimeout?: number
+  /**
+   * Largest request body accepted, in bytes. A request declaring more
+   * (CONTENT_LENGTH) is answered 413 without reaching the listener; a body
+   * without a declared length that grows past it is cut off: the request
+   * stream fails with ERR_LIBFCGI_BODY_TOO_LARGE and the response is 413 if
+   * nothing was sent yet. Either way a line goes to the web server's error
+   * log (FCGI_STDERR) and 'clientError' is emitted. Default: no limit (the
+   * body is streamed, never buffered by this layer; web servers limit it
+   * too: nginx's client_max_body_size is 1 MiB by default).
+   */
+  maxBodySize?: number
 }
 
 export interface ListenOptions {
@@ -76,6 +87,8 @@ export class Server extends EventEmitter {
   #unref = false
   /** CGI mode (see listen()): the one request being answered. */
   #cgi: CgiRequest | undefined
+  /** Largest request body accepted, in bytes (see ServerOptions). */
+  maxBodySize: number
   /** Milliseconds after which an unfinished response is ended (see ServerOptions). */
   requestTimeout: number
   /** Like node:http: inactivity timeout set on each request's socket (0: none). */
@@ -85,6 +98,11 @@ export class Server extends EventEmitter {
     super()
     this.#options = options
     this.requestTimeout = options.requestTimeout ?? 300_000
+    const max = options.maxBodySize
+    if (max !== undefined && !(typeof max === 'number' && max >= 0 && (Number.isSafeInteger(max) || max === Infinity))) {
+      throw Object.assign(new RangeError(`maxBodySize must be a non-negative integer (bytes) or Infinity, got ${String(max)}`), { code: 'ERR_OUT_OF_RANGE' })
+    }
+    this.maxBodySize = max ?? Infinity
     if (listener) this.on('request', listener)
   }
 
@@ -281,6 +299,15 @@ export class Server extends EventEmitter {
       })
     }
 
+    if (this.maxBodySize !== Infinity) {
+      const declared = info.headers['content-length']
+      if (declared !== undefined && Number(declared) > this.maxBodySize) {
+        this.#bodyTooLarge(req, res, `request body of ${declared} bytes (CONTENT_LENGTH) over maxBodySize ${this.maxBodySize}`)
+        return done
+      }
+      conn._bodyLimit = this.maxBodySize
+      conn._onBodyTooLarge = (): void => this.#bodyTooLarge(req, res, `request body over maxBodySize ${this.maxBodySize} bytes (no CONTENT_LENGTH)`)
+    }
     const listeners = this.listeners('request') as RequestListener[]
     if (listeners.length === 0) {
       res.statusCode = 404
@@ -304,6 +331,21 @@ export class Server extends EventEmitter {
     this.#report(err, req, res)
     if (res.writableEnded) return
     if (res.headersSent || !endWith(res, 500, 'Internal Server Error\n')) res.destroy(err)
+  }
+
+  /**
+   * maxBodySize exceeded: 413 if nothing was sent (else the response is cut
+   * short), a line in the web server's error log, and 'clientError'.
+   */
+  #bodyTooLarge(req: IncomingMessage, res: ServerResponse, why: string): void {
+    const err = Object.assign(new Error(why), { code: 'ERR_LIBFCGI_BODY_TOO_LARGE', statusCode: 413 })
+    res.stderr.write(`libfcgi: ${req.method} ${req.url}: ${why}: answered 413\n`)
+    this.emit('clientError', err, req.socket)
+    // req fails with err once the response is over (destroying it now would
+    // cut the response short, as destroying a node:http request resets its socket).
+    ;(req.socket as unknown as FcgiConnection)._reqError = err
+    if (res.writableEnded) return
+    if (res.headersSent || !endWith(res, 413, 'Payload Too Large\n')) res.destroy(err)
   }
 
   /** requestTimeout: 408 if nothing was sent; else the response is cut short. */

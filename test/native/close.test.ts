@@ -123,3 +123,44 @@ describe('close() is graceful towards the web server', () => {
     expect(await served).toBe(0)
   })
 })
+
+describe('idleTimeout', () => {
+  it('closes a kept connection idle for idleTimeout, used or never used; a busy one (its request running) stays', async () => {
+    const path = tmpSocketPath('idle')
+    const sock = session.listen({ path }, { idleTimeout: 300 })
+    const gate = session.gate()
+    serve(sock, 2, (uri) => (uri === '/slow' ? gate.promise : undefined))
+    const used = await session.connect({ path })
+    const fresh = await session.connect({ path })
+    const busy = await session.connect({ path })
+    send(used, 1, '/fast')
+    await used.readUntilEnd(1, 5000)
+    send(busy, 1, '/slow')
+    await waitFor(() => sock.stats().busyConnections === 1, { timeoutMs: 5000, what: 'the slow request to run' })
+    expect(await used.waitClosed(3000)).toBe(true)
+    expect(await fresh.waitClosed(3000)).toBe(true)
+    expect(busy.closed).toBe(false)
+    expect(sock.stats().idleTimeouts).toBe(2)
+    // The long request completes, then its connection idles out in turn.
+    gate.open()
+    const r = await busy.readUntilEnd(1, 5000)
+    expect(r.stdout.toString()).toBe('ok /slow')
+    expect(await busy.waitClosed(3000)).toBe(true)
+    expect(uncaught.errors).toEqual([])
+  })
+
+  it('0 disables it; a bad value is refused (ERR_OUT_OF_RANGE)', async () => {
+    const path = tmpSocketPath('idle0')
+    const sock = session.listen({ path }, { idleTimeout: 0 })
+    serve(sock, 1)
+    const conn = await session.connect({ path })
+    send(conn, 1, '/a')
+    await conn.readUntilEnd(1, 5000)
+    await sleep(1200)
+    expect(conn.closed).toBe(false)
+    expect(sock.stats().idleTimeouts).toBe(0)
+    for (const bad of [-1, 1.5, '5']) {
+      expect(() => session.listen({ path: tmpSocketPath('idlebad') }, { idleTimeout: bad as number })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }))
+    }
+  })
+})
