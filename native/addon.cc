@@ -197,8 +197,24 @@ Napi::Value ListenTcpJs(const Napi::CallbackInfo& info) {
 Napi::Value ListenUnixJs(const Napi::CallbackInfo& info) {
   SysError err;
   int fd = ListenUnix(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Number>().Int32Value(),
-                      info[2].As<Napi::Number>().Int32Value(), &err);
+                      info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Int32Value(),
+                      info[4].As<Napi::Number>().Int32Value(), &err);
   return fd < 0 ? ErrnoResult(info.Env(), err) : FdResult(info.Env(), fd);
+}
+
+// lookupId('user' | 'group', name) -> id | -1 (no such name) | {errno, syscall}
+Napi::Value LookupIdJs(const Napi::CallbackInfo& info) {
+  bool user = info[0].As<Napi::String>().Utf8Value() == "user";
+  std::string name = info[1].As<Napi::String>().Utf8Value();
+  int e = 0;
+  long id = user ? LookupUser(name, &e) : LookupGroup(name, &e);
+  if (id < 0 && e != 0 && e != ENOENT && e != ESRCH && e != EBADF && e != EPERM) {
+    SysError err;
+    err.errno_ = e;
+    err.syscall_ = user ? "getpwnam_r" : "getgrnam_r";
+    return ErrnoResult(info.Env(), err);
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(id));
 }
 
 Napi::Value LocalNameJs(const Napi::CallbackInfo& info) {
@@ -522,6 +538,7 @@ Napi::Value FinishJs(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("listenTcp", Napi::Function::New(env, ListenTcpJs));
   exports.Set("listenUnix", Napi::Function::New(env, ListenUnixJs));
+  exports.Set("lookupId", Napi::Function::New(env, LookupIdJs));
   exports.Set("localName", Napi::Function::New(env, LocalNameJs));
   exports.Set("isListening", Napi::Function::New(env, IsListeningJs));
   exports.Set("closeFd", Napi::Function::New(env, CloseFdJs));

@@ -3,12 +3,16 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <vector>
 
 namespace fcgi {
 
@@ -68,7 +72,7 @@ int ListenTcp(const std::string& host, int port, int backlog, SysError* err) {
   return fd;
 }
 
-int ListenUnix(const std::string& path, int backlog, int mode, SysError* err) {
+int ListenUnix(const std::string& path, int backlog, int mode, int uid, int gid, SysError* err) {
   sockaddr_un sa;
   memset(&sa, 0, sizeof sa);
   sa.sun_family = AF_UNIX;
@@ -101,7 +105,16 @@ int ListenUnix(const std::string& path, int backlog, int mode, SysError* err) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Fail(err, "socket");
   if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) return Fail(err, "bind", fd);
-  // Permissions are fixed before listen(), so no client can connect before.
+  // Owner and permissions are fixed before listen(), so no client can
+  // connect before.
+  if ((uid >= 0 || gid >= 0) &&
+      chown(path.c_str(), uid >= 0 ? static_cast<uid_t>(uid) : static_cast<uid_t>(-1),
+            gid >= 0 ? static_cast<gid_t>(gid) : static_cast<gid_t>(-1)) < 0) {
+    int saved = errno;
+    unlink(path.c_str());
+    errno = saved;
+    return Fail(err, "chown", fd);
+  }
   if (mode >= 0 && chmod(path.c_str(), static_cast<mode_t>(mode)) < 0) {
     int saved = errno;
     unlink(path.c_str());
@@ -115,6 +128,22 @@ int ListenUnix(const std::string& path, int backlog, int mode, SysError* err) {
     return Fail(err, "listen", fd);
   }
   return fd;
+}
+
+long LookupUser(const std::string& name, int* err) {
+  std::vector<char> buf(16384);
+  passwd pw;
+  passwd* found = nullptr;
+  *err = getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found);
+  return found ? static_cast<long>(found->pw_uid) : -1;
+}
+
+long LookupGroup(const std::string& name, int* err) {
+  std::vector<char> buf(16384);
+  group gr;
+  group* found = nullptr;
+  *err = getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found);
+  return found ? static_cast<long>(found->gr_gid) : -1;
 }
 
 SockName LocalName(int fd) {

@@ -19,8 +19,14 @@ int ListenTcp(const std::string& host, int port, int backlog, SysError* err);
 
 // Refuses to replace a socket another process still listens on (EADDRINUSE),
 // replaces a stale one, never unlinks anything that is not a socket.
-// mode < 0 keeps the umask's permissions.
-int ListenUnix(const std::string& path, int backlog, int mode, SysError* err);
+// mode < 0 keeps the umask's permissions; uid/gid < 0 keep ours (else the
+// socket file is chown'd, like mode before listen(): root only, usually).
+int ListenUnix(const std::string& path, int backlog, int mode, int uid, int gid, SysError* err);
+
+// A user or group name -> its id (getpwnam_r/getgrnam_r, so NSS sources
+// count too); -1 with errno 0 when there is no such name.
+long LookupUser(const std::string& name, int* err);
+long LookupGroup(const std::string& name, int* err);
 
 // Local address of a listening socket: {family, address, port | path}.
 struct SockName {

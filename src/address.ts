@@ -4,7 +4,7 @@ import net from 'node:net'
 
 export type ListenTarget =
   | { kind: 'tcp'; host: string; port: number }
-  | { kind: 'unix'; path: string; mode?: number }
+  | { kind: 'unix'; path: string; mode?: number; owner?: string | number; group?: string | number }
   | { kind: 'fd'; fd: number }
 
 /** What `initSocket` and `listen` accept as an address. */
@@ -12,7 +12,7 @@ export type ListenAddress =
   | number
   | string
   | { port: number; host?: string }
-  | { path: string; mode?: number }
+  | { path: string; mode?: number; owner?: string | number; group?: string | number }
   | { fd: number }
 
 function invalid(message: string): TypeError {
@@ -35,6 +35,15 @@ function checkHost(host: string): string {
   if (host === 'localhost') return '127.0.0.1'
   if (net.isIP(host) === 0) throw invalid(`host must be an IP address (or "localhost"), got ${JSON.stringify(host)}`)
   return host
+}
+
+/** Unix socket owner or group: a name or a numeric id. */
+function checkOwner(what: string, value: unknown): string | number | undefined {
+  if (value === undefined || value === null) return undefined
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return value
+  if (typeof value === 'string' && /^\d+$/.test(value)) return Number(value)
+  if (typeof value === 'string' && value !== '' && !/[\0:]/.test(value)) return value
+  throw invalid(`socket ${what} must be a user or group name or a numeric id, got ${JSON.stringify(value)}`)
 }
 
 /** Unix socket mode: a number (0o660) or an octal string ("660", "0660"). */
@@ -77,6 +86,10 @@ export function parseListenAddress(address: ListenAddress, mode?: number | strin
       if (typeof address.path !== 'string') throw invalid('path must be a string')
       const target = parseListenAddress(address.path, address.mode ?? mode)
       if (target.kind !== 'unix') throw invalid(`not a unix socket path: ${JSON.stringify(address.path)}`)
+      const owner = checkOwner('owner', address.owner)
+      const group = checkOwner('group', address.group)
+      if (owner !== undefined) target.owner = owner
+      if (group !== undefined) target.group = group
       return target
     }
     if ('port' in address) {

@@ -12,6 +12,8 @@ export type FastCGIErrorCode =
   | 'ERR_FASTCGI_UNSUPPORTED_VERSION'
   | 'ERR_FASTCGI_CALL_SEQUENCE'
   | 'ERR_FASTCGI_READ_PENDING'
+  | 'ERR_FASTCGI_UNKNOWN_USER'
+  | 'ERR_FASTCGI_UNKNOWN_GROUP'
 
 export class FastCGIError extends Error {
   readonly code: FastCGIErrorCode

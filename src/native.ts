@@ -77,7 +77,9 @@ export interface NativeStats {
 
 export interface Native {
   listenTcp(host: string, port: number, backlog: number): FdResult
-  listenUnix(path: string, backlog: number, mode: number): FdResult
+  listenUnix(path: string, backlog: number, mode: number, uid: number, gid: number): FdResult
+  /** A user or group name -> its id; -1 when there is no such name. */
+  lookupId(kind: 'user' | 'group', name: string): number | { errno: number; syscall: string }
   localName(fd: number): { family: 0 | 1 | 4 | 6; address: string; port: number }
   isListening(fd: number): boolean
   closeFd(fd: number): void

@@ -83,7 +83,7 @@ export class FcgiSocket extends EventEmitter {
   #closed = false
   #userRef = true
   #refed = true
-  #unlinkPath: string | undefined
+  #socketFile: SocketFile | undefined
   #closeWaiters: Array<() => void> = []
   #draining: ServerHandle | undefined  // set between close and destroy
   #accepting = 0  // accept()s handed to the native side, not completed yet
@@ -91,15 +91,15 @@ export class FcgiSocket extends EventEmitter {
   #settleDeadline = 0
 
   /** @internal use initSocket() */
-  constructor(fd: number, target: ListenTarget, options: NativeServerOptions, unlinkPath?: string) {
+  constructor(fd: number, target: ListenTarget, options: NativeServerOptions, socketFile?: SocketFile) {
     super()
     this.fd = fd
     this.#target = target
-    this.#unlinkPath = unlinkPath
+    this.#socketFile = socketFile
     const handle = native.serverCreate(fd, options, this.#drain)
     if ('errno' in handle) {
       native.closeFd(fd)
-      if (unlinkPath) try { fs.unlinkSync(unlinkPath) } catch { /* gone */ }
+      removeSocketFile(socketFile)
       throw systemError(handle.errno, handle.syscall)
     }
     this.#handle = handle
@@ -135,9 +135,7 @@ export class FcgiSocket extends EventEmitter {
       this.#closed = true
       this.#settleDeadline = Date.now() + 3000
       if (this.#handle) native.serverClose(this.#handle)
-      if (this.#unlinkPath) {
-        try { fs.unlinkSync(this.#unlinkPath) } catch { /* already gone */ }
-      }
+      removeSocketFile(this.#socketFile)
       this.#maybeDestroy()
     } else {
       this.#maybeDestroy()
@@ -303,8 +301,43 @@ function resolveOptions(options: SocketOptions): NativeServerOptions {
   }
 }
 
-/** @internal Opens (or checks) the listening socket of `target`: the fd, and the unix path to unlink at close. */
-export function openListenSocket(target: ListenTarget, backlog: number): { fd: number; unlinkPath?: string } {
+/** @internal A unix socket file this process made: removed at close only if it is still that file. */
+export interface SocketFile {
+  path: string
+  /** st_dev:st_ino of the socket we bound. */
+  id: string
+}
+
+function fileId(path: string): string | undefined {
+  try {
+    const st = fs.lstatSync(path, { bigint: true })
+    return st.isSocket() ? `${st.dev}:${st.ino}` : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * @internal Unlinks our socket file at close, unless somebody replaced it
+ * since (another server now listening at that path keeps its socket).
+ */
+export function removeSocketFile(file: SocketFile | undefined): void {
+  if (file === undefined || fileId(file.path) !== file.id) return
+  try { fs.unlinkSync(file.path) } catch { /* already gone */ }
+}
+
+/** A user/group name or id -> the id (ERR_FASTCGI_UNKNOWN_USER / _GROUP when there is none). */
+function resolveId(kind: 'user' | 'group', value: string | number | undefined): number {
+  if (value === undefined) return -1
+  if (typeof value === 'number') return value
+  const id = native.lookupId(kind, value)
+  if (typeof id !== 'number') throw systemError(id.errno, id.syscall)
+  if (id < 0) throw new FastCGIError(kind === 'user' ? 'ERR_FASTCGI_UNKNOWN_USER' : 'ERR_FASTCGI_UNKNOWN_GROUP', `no such ${kind}: ${JSON.stringify(value)}`)
+  return id
+}
+
+/** @internal Opens (or checks) the listening socket of `target`: the fd, and for a unix path the file to remove at close. */
+export function openListenSocket(target: ListenTarget, backlog: number): { fd: number; socketFile?: SocketFile } {
   let result: FdResult
   if (target.kind === 'fd') {
     if (!native.isListening(target.fd)) {
@@ -317,9 +350,12 @@ export function openListenSocket(target: ListenTarget, backlog: number): { fd: n
     if ('errno' in result) throw systemError(result.errno, result.syscall, { address: target.host || '::', port: target.port })
     return { fd: result.fd }
   }
-  result = native.listenUnix(target.path, backlog, target.mode ?? -1)
+  const uid = resolveId('user', target.owner)
+  const gid = resolveId('group', target.group)
+  result = native.listenUnix(target.path, backlog, target.mode ?? -1, uid, gid)
   if ('errno' in result) throw systemError(result.errno, result.syscall, { path: target.path })
-  return { fd: result.fd, unlinkPath: target.path }
+  const id = fileId(target.path)
+  return { fd: result.fd, ...(id !== undefined ? { socketFile: { path: target.path, id } } : {}) }
 }
 
 /**
@@ -335,8 +371,8 @@ export function initSocket(address?: ListenAddress, backlogOrOptions?: number | 
   const backlog = positiveInt('backlog', typeof backlogOrOptions === 'number' ? backlogOrOptions : options.backlog, 511)
   const target = parseListenAddress(address ?? { fd: FCGI_LISTENSOCK_FILENO }, options.mode)
   const resolved = resolveOptions(options)
-  const { fd, unlinkPath } = openListenSocket(target, backlog)
-  return new FcgiSocket(fd, target, resolved, unlinkPath)
+  const { fd, socketFile } = openListenSocket(target, backlog)
+  return new FcgiSocket(fd, target, resolved, socketFile)
 }
 
 let inherited: FcgiSocket | undefined

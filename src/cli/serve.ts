@@ -14,7 +14,7 @@ import { parseListenAddress, parseMode } from '../address.js'
 import { isCgiInvocation } from '../http/cgi-mode.js'
 import { createServer } from '../http/server.js'
 import { systemdListenFd } from '../listen-fds.js'
-import { isCGI, openListenSocket } from '../socket.js'
+import { isCGI, openListenSocket, removeSocketFile, type SocketFile } from '../socket.js'
 import { native } from '../native.js'
 import { loadApp } from './load-app.js'
 import { type FlagSpec, flagsHelp, parseArgs, parseCount, parseDuration, UsageError } from './args.js'
@@ -24,6 +24,7 @@ import type { WorkerConfig } from './worker.js'
 const FLAGS: FlagSpec[] = [
   { name: 'listen', short: 'l', env: 'LIBFCGI_LISTEN', value: 'ADDR', help: 'port, host:port, [ipv6]:port or unix socket path; default: the socket systemd passed (LISTEN_FDS) or a web server passed as fd 0, else (started as CGI) the one CGI request' },
   { name: 'socket-mode', env: 'LIBFCGI_SOCKET_MODE', value: 'MODE', help: 'permissions of a unix socket, octal (e.g. 660)' },
+  { name: 'socket-owner', env: 'LIBFCGI_SOCKET_OWNER', value: 'USER[:GROUP]', help: 'owner (and group) of a unix socket, names or ids (e.g. www-data:www-data; usually needs root)' },
   { name: 'workers', short: 'w', env: 'LIBFCGI_WORKERS', value: 'N', help: 'worker processes (default 1)' },
   { name: 'max-conns', env: 'LIBFCGI_MAX_CONNS', value: 'N', help: 'requests a worker serves at once (default 256)' },
   { name: 'max-requests', env: 'LIBFCGI_MAX_REQUESTS', value: 'N', help: 'replace a worker after N requests (default 0: never)' },
@@ -55,6 +56,8 @@ interface Config {
   app: string
   listen: string | undefined
   mode: number | undefined
+  owner: string | undefined
+  group: string | undefined
   workers: number
   backlog: number
   grace: number
@@ -76,6 +79,15 @@ function configFrom(argv: string[]): Config | undefined {
       throw new UsageError(`--socket-mode: ${(err as Error).message}`)
     }
   }
+  let owner: string | undefined
+  let group: string | undefined
+  const ownerFlag = str('socket-owner')
+  if (ownerFlag !== undefined) {
+    const m = /^([^:\s]*)(?::([^:\s]+))?$/.exec(ownerFlag)
+    if (!m || (m[1] === '' && m[2] === undefined)) throw new UsageError(`--socket-owner: expected USER, USER:GROUP or :GROUP, got ${JSON.stringify(ownerFlag)}`)
+    owner = m[1] === '' ? undefined : m[1]
+    group = m[2]
+  }
   const paths = ['status-path', 'ping-path'].map((n) => {
     const p = str(n)
     if (p !== undefined && !p.startsWith('/')) throw new UsageError(`--${n} must start with "/"`)
@@ -86,6 +98,8 @@ function configFrom(argv: string[]): Config | undefined {
     app,
     listen: str('listen'),
     mode,
+    owner,
+    group,
     workers: str('workers') === undefined ? 1 : parseCount(str('workers')!, '--workers', 1),
     backlog: str('backlog') === undefined ? 511 : parseCount(str('backlog')!, '--backlog', 1),
     grace: str('grace') === undefined ? 30000 : parseDuration(str('grace')!, '--grace'),
@@ -129,7 +143,7 @@ interface Worker {
 class Supervisor {
   readonly #config: Config
   readonly #fd: number
-  readonly #unlinkPath: string | undefined
+  readonly #socketFile: SocketFile | undefined
   readonly #workers = new Set<Worker>()
   readonly #startedAt = Date.now()
   #generation = 0
@@ -143,10 +157,10 @@ class Supervisor {
   #done!: (code: number) => void
   readonly finished = new Promise<number>((resolve) => { this.#done = resolve })
 
-  constructor(config: Config, fd: number, unlinkPath: string | undefined) {
+  constructor(config: Config, fd: number, socketFile: SocketFile | undefined) {
     this.#config = config
     this.#fd = fd
-    this.#unlinkPath = unlinkPath
+    this.#socketFile = socketFile
   }
 
   start(): void {
@@ -310,9 +324,7 @@ class Supervisor {
 
   #finish(): void {
     native.closeFd(this.#fd)
-    if (this.#unlinkPath) {
-      try { fs.unlinkSync(this.#unlinkPath) } catch { /* gone already */ }
-    }
+    removeSocketFile(this.#socketFile)
     this.#done(0)
   }
 }
@@ -354,6 +366,12 @@ export async function main(argv: string[]): Promise<number> {
   if (config.listen !== undefined) {
     try {
       target = parseListenAddress(config.listen, config.mode)
+      if (target.kind === 'unix') {
+        if (config.owner !== undefined) target.owner = /^\d+$/.test(config.owner) ? Number(config.owner) : config.owner
+        if (config.group !== undefined) target.group = /^\d+$/.test(config.group) ? Number(config.group) : config.group
+      } else if (config.owner !== undefined || config.group !== undefined) {
+        throw new Error('--socket-owner applies to a unix socket path only')
+      }
     } catch (err) {
       throw new UsageError(`--listen: ${(err as Error).message}`)
     }
@@ -381,7 +399,7 @@ export async function main(argv: string[]): Promise<number> {
     log(`cannot listen on ${config.listen ?? `fd ${target.kind === 'fd' ? target.fd : 0}`}: ${(err as Error).message}`)
     return 1
   }
-  const supervisor = new Supervisor(config, opened.fd, opened.unlinkPath)
+  const supervisor = new Supervisor(config, opened.fd, opened.socketFile)
   supervisor.start()
   log(`serving ${path.relative(process.cwd(), config.app) || config.app} on ${config.listen ?? `fd ${target.kind === 'fd' ? target.fd : 0}`} with ${config.workers} worker(s) (${os.cpus().length} cpus)`)
   return supervisor.finished

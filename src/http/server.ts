@@ -55,6 +55,9 @@ export interface ListenOptions {
   path?: string
   /** Unix socket permissions (0o660 or "660"). */
   mode?: number | string
+  /** Unix socket owner and group: names or ids (chown needs root, usually). */
+  owner?: string | number
+  group?: string | number
   fd?: number
   backlog?: number
 }
@@ -66,7 +69,7 @@ function toAddress(arg: unknown, host?: unknown): ListenAddress | undefined {
   if (typeof arg === 'object') {
     const o = arg as ListenOptions
     if (o.fd !== undefined) return { fd: o.fd }
-    if (o.path !== undefined) return { path: o.path, mode: typeof o.mode === 'string' ? parseInt(o.mode, 8) : o.mode }
+    if (o.path !== undefined) return { path: o.path, mode: typeof o.mode === 'string' ? parseInt(o.mode, 8) : o.mode, owner: o.owner, group: o.group }
     if (o.port !== undefined) return { port: Number(o.port), host: o.host }
     return undefined
   }

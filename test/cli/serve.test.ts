@@ -64,6 +64,8 @@ describe('usage errors: exit 2 with a message, nothing listens', () => {
     ['--grace soon', [app, '--grace', 'soon'], /--grace: "soon" is not a duration/],
     ['--status-path without /', [app, '--status-path', 'status'], /--status-path must start with "\/"/],
     ['--socket-mode 999', [app, '--listen', '/tmp/x.sock', '--socket-mode', '999'], /--socket-mode/],
+    ['--socket-owner with two colons', [app, '--listen', '/tmp/x.sock', '--socket-owner', 'a:b:c'], /--socket-owner: expected USER, USER:GROUP or :GROUP/],
+    ['--socket-owner on a TCP address', [app, '--listen', '127.0.0.1:9000', '--socket-owner', 'nobody'], /--listen: --socket-owner applies to a unix socket path only/],
     ['--listen with a port out of range', [app, '--listen', '127.0.0.1:99999'], /--listen: /],
     ['--listen with a bad IPv6 address', [app, '--listen', '[not-v6]:9000'], /--listen: .*IPv6/],
     ['no --listen and fd 0 is not a socket', [app], /no --listen, and fd 0 is not a listening socket/],
@@ -84,7 +86,7 @@ describe('usage errors: exit 2 with a message, nothing listens', () => {
   it('--help lists every option with its environment variable; exit 0', async () => {
     const r = await runServe(['--help']);
     expect(r.code).toBe(0);
-    for (const flag of ['--listen', '--socket-mode', '--workers', '--max-conns', '--max-requests', '--allowed-clients', '--grace', '--status-path', '--ping-path']) {
+    for (const flag of ['--listen', '--socket-mode', '--socket-owner', '--workers', '--max-conns', '--max-requests', '--allowed-clients', '--grace', '--status-path', '--ping-path']) {
       expect(r.stdout).toContain(flag);
     }
     expect(r.stdout).toMatch(/LIBFCGI_WORKERS/);
@@ -178,6 +180,15 @@ describe('apps', () => {
     await waitForWorkers({ path: sock }, 1);
     const { statSync } = await import('node:fs');
     expect(statSync(sock).mode & 0o777).toBe(0o600);
+
+    // --socket-owner (root here: the suite runs as root; chown needs it).
+    if (process.getuid?.() === 0) {
+      const owned = tmpSocketPath('owner');
+      startServe([app, '--listen', owned, '--socket-mode', '660', '--socket-owner', 'nobody:nogroup', '--status-path', '/status']);
+      await waitForWorkers({ path: owned }, 1);
+      const st = statSync(owned);
+      expect([st.uid, st.gid, st.mode & 0o777]).toEqual([65534, 65534, 0o660]);
+    }
   });
 });
 

@@ -171,6 +171,29 @@ describe('listen forms', () => {
     await expectServed({ path: q })
   })
 
+  it('owner and group of a unix socket, by name and by id (chown before listen); an unknown name fails, leaving nothing behind', async () => {
+    const p = tmpSocketPath('owner')
+    const asRoot = process.getuid?.() === 0
+    if (asRoot) {
+      serve({ path: p, mode: 0o660, owner: 'nobody', group: 'nogroup' })
+      const st = fs.statSync(p)
+      expect([st.uid, st.gid, st.mode & 0o777]).toEqual([65534, 65534, 0o660])
+      await expectServed({ path: p })
+      const q = tmpSocketPath('ownerid')
+      serve({ path: q, owner: 1, group: '2' })
+      expect([fs.statSync(q).uid, fs.statSync(q).gid]).toEqual([1, 2])
+    } else {
+      // Not root: chown to another user is refused, and reported as such.
+      expect(() => initSocket({ path: p, owner: 'nobody' })).toThrow(expect.objectContaining({ code: 'EPERM', syscall: 'chown' }))
+      expect(fs.existsSync(p)).toBe(false)
+    }
+    const r = tmpSocketPath('nouser')
+    expect(() => initSocket({ path: r, owner: 'no-such-user-here' })).toThrow(expect.objectContaining({ code: 'ERR_FASTCGI_UNKNOWN_USER' }))
+    expect(() => initSocket({ path: r, group: 'no-such-group-here' })).toThrow(expect.objectContaining({ code: 'ERR_FASTCGI_UNKNOWN_GROUP' }))
+    expect(() => initSocket({ path: r, owner: 'a:b' })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }))
+    expect(fs.existsSync(r)).toBe(false)
+  })
+
   it('"unix:" prefixed path', async () => {
     const p = tmpSocketPath('prefixed')
     serve(`unix:${p}`)
@@ -297,6 +320,22 @@ describe('unix socket files', () => {
 })
 
 describe('errors and close', () => {
+  it('close() leaves alone a socket file that replaced ours (another server listening at the path now)', async () => {
+    const p = tmpSocketPath('replaced')
+    const first = track(initSocket(p))
+    fs.unlinkSync(p)  // e.g. removed by hand, or by a deploy script
+    const second = track(initSocket(p))
+    const r = new Request(second)
+    const served = (async () => { while (await r.accept()) { r.stdout.write('Content-Type: text/plain\r\n\r\nsecond'); await r.finish() } })()
+    await withTimeout(first.close(), 5000, 'close of the first socket')
+    expect(fs.statSync(p).isSocket()).toBe(true)
+    const res = await fcgiRequest({ path: p }, { params: defaultParams() })
+    expect(parseCgiResponse(res.stdout).body.toString()).toBe('second')
+    await withTimeout(second.close(), 5000, 'close of the second socket')
+    await served
+    expect(fs.existsSync(p)).toBe(false)
+  })
+
   it('TCP EADDRINUSE on a port in use', async () => {
     const srv = await listenNet({ port: 0, host: '127.0.0.1' })
     const port = (srv.address() as net.AddressInfo).port
