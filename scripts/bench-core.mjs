@@ -49,7 +49,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { BODY_1M, BODY_64K, SIZE_1M, SIZE_64K } from '../bench/bodies.mjs'
-import { cellTitle, concurrencySvg, fmt, resultsMarkdown, targetsTable } from './bench-report.mjs'
+import { cellTitle, concurrencySvg, fmt, headlineTable, resultsMarkdown, targetsTable } from './bench-report.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const args = process.argv.slice(2)
@@ -577,6 +577,21 @@ ${servers}}`
     }
     fs.writeFileSync(path.join(DOCS_DIR, 'benchmarks.md'), docsMarkdown({ report, tables, cells, runs, elapsed, estimate, svgName: report.scaling ? svgName : undefined }))
     console.error(`bench: wrote ${path.join(DOCS_DIR, 'benchmarks.md')}${report.scaling ? ` and ${path.join(DOCS_DIR, svgName)}` : ''}`)
+    // The README's headline table, between its markers, when the docs are
+    // the repository's own (not --quick's temporary ones).
+    const headline = headlineTable(report, peerList)
+    const readme = path.join(root, 'README.md')
+    if (headline && DOCS_DIR === path.join(root, 'docs') && fs.existsSync(readme)) {
+      const text = fs.readFileSync(readme, 'utf8')
+      const start = '<!-- bench:headline:start -->'
+      const end = '<!-- bench:headline:end -->'
+      const a = text.indexOf(start)
+      const b = text.indexOf(end)
+      if (a >= 0 && b > a) {
+        fs.writeFileSync(readme, `${text.slice(0, a + start.length)}\n${headline}\n${text.slice(b)}`)
+        console.error(`bench: updated the headline table in ${readme}`)
+      }
+    }
   }
 }
 

@@ -38,6 +38,23 @@ export function cellTable(result, peers, baseKey) {
   return lines.join('\n')
 }
 
+/**
+ * The README's headline (Hello World, 32 connections): req/s, ratio to C,
+ * app CPU per request and peak RSS per peer. undefined when that cell was
+ * not measured.
+ */
+export function headlineTable(report, peers) {
+  const result = report.results.find((r) => r.cell.workload === 'hello' && r.cell.conns === 32 && r.cell.keep && r.cell.transport === 'unix')
+  if (!result) return undefined
+  const base = result.rows.c
+  const lines = ['| peer | req/s | ratio to C | app CPU per request | peak RSS |', '| --- | --- | --- | --- | --- |']
+  for (const p of peers) {
+    const r = result.rows[p.key]
+    if (r) lines.push(`| ${p.name} | ${fmt(r.rps)} | ${base ? fmt(r.rps / base.rps, 2) : 'n/a'} | ${fmt(r.cpu, 1)} us | ${fmt(r.rss, 0)} MiB |`)
+  }
+  return lines.join('\n')
+}
+
 /** req/s and peak RSS by connections, one row per peer. */
 export function scalingTable(scaling, peers) {
   const { conns, byPeer } = scaling
