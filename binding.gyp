@@ -4,7 +4,22 @@
   # static position-independent library linked into the addon: the .node file
   # needs no system libfcgi at run time.
   "variables": {
-    "libfcgi_dir": "deps/libfcgi"
+    "libfcgi_dir": "deps/libfcgi",
+    # 1: AddressSanitizer + UndefinedBehaviorSanitizer build of both targets
+    # (scripts/build-asan.sh passes --libfcgi_sanitize=1 to node-gyp and builds
+    # in build-asan/, so build/ stays the normal build). Node itself is not
+    # instrumented: scripts/test-asan.sh preloads the sanitizer runtimes.
+    "libfcgi_sanitize%": 0
+  },
+  "target_defaults": {
+    "conditions": [
+      ["libfcgi_sanitize==1", {
+        # -O1 and frame pointers keep the reports' stacks readable; -g gives
+        # file:line. cflags apply to C and C++ (libfcgi and the addon).
+        "cflags": ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"],
+        "ldflags": ["-fsanitize=address,undefined"]
+      }]
+    ]
   },
   "targets": [
     {

@@ -114,4 +114,8 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const require = createRequire(import.meta.url)
 const load = require('node-gyp-build') as (dir: string) => unknown
 
-export const native = load(root) as Native
+// LIBFCGI_ADDON=/path/to/fcgi.node loads that build of the addon instead of
+// the one node-gyp-build finds (scripts/test-asan.sh points it at the
+// sanitizer build in build-asan/).
+const override = process.env.LIBFCGI_ADDON
+export const native = (override ? require(path.resolve(override)) : load(root)) as Native
