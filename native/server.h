@@ -28,6 +28,7 @@
 #include <netinet/in.h>
 #include <sys/uio.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -88,7 +89,32 @@ struct Options {
   int in_buffer_size = 64 * 1024;
   int out_buffer_size = 64 * 1024;
   AddrList allowed;              // FCGI_WEB_SERVER_ADDRS, empty: anyone
+  // Processes sharing one listen socket (`libfcgi serve --workers N`): the
+  // fd of a ShareBlock (ShareCreate) and this process's entry in it. The
+  // server maps the block and closes share_fd. -1: not shared.
+  int share_fd = -1;
+  int share_index = -1;
 };
+
+// The even share between processes that accept on the same listen socket.
+// Every one of them is woken for each new connection and the first to run
+// used to take whole bursts (nginx opens its keepalive connections in a
+// burst). Each process publishes how many connections it holds; one that
+// holds more than a sibling defers its accept for a moment so the sibling
+// takes the connection, never longer than kShareMaxDeferMs (a sibling that
+// is stuck, or killed before its entry was cleared, must never leave a
+// connection waiting).
+struct alignas(64) ShareEntry {
+  std::atomic<int32_t> conns{0};      // connections held
+  std::atomic<int32_t> accepting{0};  // 1 while listening (not closed)
+};
+constexpr int kShareEntries = 64;
+constexpr size_t kShareBlockBytes = sizeof(ShareEntry) * kShareEntries;
+// A memfd of kShareBlockBytes, zeroed (close-on-exec: hand it to a child
+// through spawn's stdio). -1 and errno on failure.
+int ShareCreate();
+// Zeroes entry `index` (its process is gone) without mapping the block.
+bool ShareClear(int fd, int index);
 
 struct Stats {
   int threads = 0, idle_threads = 0;
@@ -210,6 +236,8 @@ class Server {
   void PollerMain();
   void WorkerMain();
   void AcceptConnections();                       // mu_ held
+  bool ShouldDefer(int64_t now);                  // mu_ held
+  void PublishConns();                            // mu_ held
   void HandleConnEvent(Conn* conn, uint32_t ev);  // mu_ held
   // Pairs waiting slots with ready connections (mu_ held). From the poller
   // (`claimed` given), the pairs are claimed and returned: the poller runs
@@ -267,6 +295,13 @@ class Server {
   bool stopping_ = false;
   bool closed_ = false;
   bool listen_armed_ = false;
+  // Shared accept (Options::share_*): our entry, and a deferral in progress
+  // (the listen socket disarmed until defer_until_ms_, deferring since
+  // defer_since_ms_; 0: none).
+  ShareEntry* share_block_ = nullptr;
+  ShareEntry* share_ = nullptr;
+  int64_t defer_since_ms_ = 0;
+  int64_t defer_until_ms_ = 0;
   int draining_ = 0;  // connections in State::kDraining
   int lingering_ = 0;  // connections with Conn::lingering
 

@@ -38,6 +38,12 @@ export interface SocketOptions {
   allowedClients?: string | readonly string[]
   /** A peer that stalls in the middle of a record is dropped after this many ms (default 60000). */
   readTimeout?: number
+  /**
+   * @internal `libfcgi serve`'s workers: the fd of the supervisor's share
+   * block (taken over: closed by the server) and this worker's entry in it,
+   * for an even share of the connections between the workers.
+   */
+  share?: { fd: number; index: number }
 }
 
 export interface SocketAddress {
@@ -292,6 +298,7 @@ function resolveOptions(options: SocketOptions): NativeServerOptions {
     lingerMs: 2000,
     readTimeoutMs: positiveInt('readTimeout', options.readTimeout, 60000),
     allowed: parseAllowedClients(options.allowedClients ?? process.env.FCGI_WEB_SERVER_ADDRS),
+    ...(options.share ? { shareFd: options.share.fd, shareIndex: options.share.index } : {}),
   }
 }
 
