@@ -35,6 +35,16 @@ constexpr int kStarvedMs = 2;
 // After Close(), how long a connection accepted but not used yet may take to
 // bring its first request (a web server sends it right after connecting).
 constexpr int kLingerFreshMs = 2000;
+// After Close(), a kept connection the web server used within the last
+// kHotMs is likely to carry its next request any moment (nginx reuses its
+// most recently released upstream connection first): closing it now races
+// with that request, which the web server then sees fail ("recv() failed
+// (104: Connection reset by peer)") and retries. Such a connection stays for
+// one more request (served, then closed right after its FCGI_END_REQUEST)
+// or kLingerHotMs, whichever comes first. Colder ones are closed at once:
+// they sit at the far end of the web server's pool.
+constexpr int kHotMs = 250;
+constexpr int kLingerHotMs = 1000;
 // The bound on an accept4() that finds the listen socket made blocking by
 // another process (see AcceptConnections), through SO_RCVTIMEO.
 constexpr int kListenTimeoutMs = 10;
@@ -370,6 +380,7 @@ void Server::Close() {
   std::lock_guard<std::mutex> lock(mu_);
   if (closed_) return;
   closed_ = true;
+  closing_.store(true, std::memory_order_relaxed);
   if (share_) share_->accepting.store(0, std::memory_order_relaxed);
   if (listen_fd_ >= 0) {
     if (epoll_fd_ >= 0) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
@@ -385,15 +396,15 @@ void Server::Close() {
     listen_fd_ = -1;
   }
   std::vector<Conn*> kept;
-  int64_t deadline = NowMs() + kLingerFreshMs;
+  int64_t now = NowMs();
   for (auto& kv : conns_) {
     Conn* c = kv.second;
     if (c->state != Conn::State::kIdle) continue;  // Ready ones get served
-    if (c->used) {
+    if (c->used && now - c->idle_since_ms >= kHotMs) {
       kept.push_back(c);
     } else {
       c->lingering = true;
-      c->deadline_ms = deadline;
+      c->deadline_ms = now + (c->used ? kLingerHotMs : kLingerFreshMs);
       lingering_++;
     }
   }
@@ -1255,6 +1266,7 @@ void Server::RunFinish(Slot* s, Op& op) {
     // The rest of the end records FinishNow could not send at once.
     FCGX_Free(&s->req, 0);
     int err = WriteAll(fd, op.bytes.data(), op.bytes.size());
+    if (err == 0) ShutdownIfClosing(fd);
     std::lock_guard<std::mutex> lock(mu_);
     if (err != 0) s->write_failed = true;
     return;
@@ -1293,8 +1305,19 @@ void Server::RunFinish(Slot* s, Op& op) {
   s->req.appStatus = op.exit_status;
   s->req.keepConnection = 1;  // we decide in AfterRequest
   FCGX_Finish_r(&s->req);     // flush, FCGI_END_REQUEST; closes fd on error
+  if (s->req.ipcFd >= 0) ShutdownIfClosing(fd);
   std::lock_guard<std::mutex> lock(mu_);
   s->input_done = input_done && !pipelined;
+}
+
+// After Close(), a request's connection is closed once its end records are
+// sent (EndRequest). Its FIN goes right behind them, before anything else:
+// the web server then sees the end of the connection together with the
+// response and does not put it back in its pool (nginx checks for that when
+// it releases the connection); sent later, the FIN can meet the next request
+// the web server already wrote on it ("upstream prematurely closed").
+void Server::ShutdownIfClosing(int fd) {
+  if (fd >= 0 && closing_.load(std::memory_order_relaxed)) shutdown(fd, SHUT_WR);
 }
 
 void Server::AfterRequest(Slot* s) {
@@ -1337,6 +1360,7 @@ int Server::EndRequest(Slot* s) {
   } else {
     conn->state = Conn::State::kIdle;
     conn->slot = nullptr;
+    conn->idle_since_ms = NowMs();
     Arm(conn, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT);
   }
   s->req.ipcFd = -1;
@@ -1417,6 +1441,7 @@ Server::FinishResult Server::FinishNow(Slot* s, int exit_status, const iovec* bo
     s->finishing = false;
     return FinishResult::kNotNow;
   }
+  if (sent >= 0 && static_cast<size_t>(sent) == total) ShutdownIfClosing(fd);
   // Sent (all, part, or failed): libfcgi's streams are done with.
   FCGX_Free(&s->req, 0);
   std::unique_lock<std::mutex> lock(mu_);

@@ -175,7 +175,9 @@ struct Conn {
   Slot* slot = nullptr;
   int64_t deadline_ms = 0;     // Draining; lingering: until when it may stay
   bool used = false;           // a request was accepted on it
-  bool lingering = false;      // never used, kept after Close() for its first request
+  int64_t idle_since_ms = 0;   // Idle after a request: since when
+  bool lingering = false;      // kept after Close() for one more request (never
+                               // used: its first; used: see kHotMs)
 };
 
 class Server {
@@ -217,11 +219,13 @@ class Server {
 
   // Stop accepting connections, gracefully: connections the web server has
   // used and keeps idle are closed (a web server retries a request that
-  // fails on a kept connection), requests in flight go on, and so do
-  // requests that already arrived or arrive within a few seconds on a
-  // connection accepted but not used yet (a web server does not retry those:
-  // closing them would fail the request). Pending accepts are served from
-  // those, and complete with kClosed once none is left.
+  // fails on a kept connection), at once if they have been idle for a while,
+  // else after one more request or a second (fewer of those retries, see
+  // kHotMs); requests in flight go on, and so do requests that already
+  // arrived or arrive within a few seconds on a connection accepted but not
+  // used yet (a web server does not retry those: closing them would fail
+  // the request). Pending accepts are served from those, and complete with
+  // kClosed once none is left.
   void Close();
   // Stop everything now and join the threads (no JS is called).
   void Destroy();
@@ -256,6 +260,7 @@ class Server {
   void RunWrite(Slot* slot, Op& op);
   void RunFinish(Slot* slot, Op& op);
   void AfterRequest(Slot* slot);                  // mu_ held
+  void ShutdownIfClosing(int fd);                 // mu_ not needed
   int EndRequest(Slot* slot);                     // mu_ held; the kFinish status
   void CloseConn(Conn* conn, bool graceful);      // mu_ held
   void SettleClose();                             // mu_ held
@@ -294,6 +299,7 @@ class Server {
   int64_t last_progress_ms_ = 0;
   bool stopping_ = false;
   bool closed_ = false;
+  std::atomic<bool> closing_{false};  // closed_, readable without mu_
   bool listen_armed_ = false;
   // Shared accept (Options::share_*): our entry, and a deferral in progress
   // (the listen socket disarmed until defer_until_ms_, deferring since
