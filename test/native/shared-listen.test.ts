@@ -10,18 +10,21 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 
-import { initSocket, Request, type FcgiSocket } from '../../src/index.js'
+import { initSocket, Request, type FcgiSocket, type SocketOptions } from '../../src/index.js'
+import { native } from '../../src/native.js'
 import { defaultParams, FcgiConnection, fcgiRequest, parseCgiResponse, type FcgiTarget } from '../helpers/fcgi-client.js'
-import { tmpSocketPath, withTimeout } from '../helpers/wait.js'
+import { tmpSocketPath, waitFor, withTimeout } from '../helpers/wait.js'
 
 const O_NONBLOCK = 0o4000
 
 const sockets: FcgiSocket[] = []
 const conns: FcgiConnection[] = []
+const fds: number[] = []
 let loopErrors: unknown[] = []
 
 afterEach(async () => {
   for (const c of conns.splice(0)) c.destroy()
+  for (const fd of fds.splice(0)) fs.closeSync(fd)
   await Promise.all(sockets.splice(0).map((s) => withTimeout(s.close(), 10000, 'FcgiSocket close')))
   const errors = loopErrors
   loopErrors = []
@@ -44,8 +47,8 @@ async function spawnWithSocketAsStdin(fd: number): Promise<void> {
   }), 10000, 'the child holding the socket to exit')
 }
 
-function serve(path: string): FcgiSocket {
-  const s = initSocket({ path })
+function serve(path: string, options: SocketOptions = {}): FcgiSocket {
+  const s = initSocket({ path }, options)
   sockets.push(s)
   for (let i = 0; i < 2; i++) {
     void (async () => {
@@ -95,4 +98,87 @@ describe('a shared listen socket made blocking by another process', () => {
       await Promise.all([expectServed(target, `/many-${i}-a`), expectServed(target, `/many-${i}-b`), expectServed(target, `/kept-${i + 3}`, kept)])
     }
   }, 60000)
+})
+
+// The share block of `libfcgi serve` (native/server.h, ShareEntry): 64-byte
+// entries, each an int32 count of connections held and an int32 "accepting".
+const ENTRY = 64
+
+function shareBlock(): number {
+  const r = native.shareCreate()
+  if (!('fd' in r)) throw new Error(`shareCreate: ${r.syscall} errno ${r.errno}`)
+  fds.push(r.fd)
+  return r.fd
+}
+
+function readEntry(fd: number, index: number): { conns: number; accepting: number } {
+  const b = Buffer.alloc(8)
+  fs.readSync(fd, b, 0, 8, index * ENTRY)
+  return { conns: b.readInt32LE(0), accepting: b.readInt32LE(4) }
+}
+
+function writeEntry(fd: number, index: number, conns: number, accepting: number): void {
+  const b = Buffer.alloc(8)
+  b.writeInt32LE(conns, 0)
+  b.writeInt32LE(accepting, 4)
+  fs.writeSync(fd, b, 0, 8, index * ENTRY)
+}
+
+/** A second fd of the block's memfd for a server, which takes it over (as a worker's fd 3). */
+function blockFdForServer(fd: number): number {
+  return fs.openSync(`/proc/self/fd/${fd}`, 'r+')
+}
+
+describe('the share block between processes on one listen socket', () => {
+  it('shareClear zeroes one entry, and only that one', () => {
+    const fd = shareBlock()
+    expect(native.shareEntries).toBeGreaterThanOrEqual(16)
+    writeEntry(fd, 2, 7, 1)
+    writeEntry(fd, 3, 9, 1)
+    expect(native.shareClear(fd, 2)).toBe(true)
+    expect(readEntry(fd, 2)).toEqual({ conns: 0, accepting: 0 })
+    expect(readEntry(fd, 3)).toEqual({ conns: 9, accepting: 1 })
+    expect(native.shareClear(fd, native.shareEntries)).toBe(false)
+  })
+
+  it('a server publishes the connections it holds, and stops counting as accepting at close', async () => {
+    const fd = shareBlock()
+    const path = tmpSocketPath('shared-listen')
+    const s = serve(path, { share: { fd: blockFdForServer(fd), index: 1 } })
+    const target = { path }
+    expect(readEntry(fd, 1)).toEqual({ conns: 0, accepting: 1 })
+    const kept: FcgiConnection[] = []
+    for (let i = 0; i < 5; i++) {
+      const c = await FcgiConnection.connect(target)
+      conns.push(c)
+      kept.push(c)
+      await expectServed(target, `/kept-${i}`, c)
+    }
+    expect(readEntry(fd, 1)).toEqual({ conns: 5, accepting: 1 })
+    for (const c of kept) c.destroy()
+    await waitFor(() => readEntry(fd, 1).conns === 0, { timeoutMs: 5000, what: 'the count back to 0' })
+    await s.close()
+    expect(readEntry(fd, 1).accepting).toBe(0)
+  })
+
+  it('a sibling that holds fewer connections but never accepts (stuck, or killed before its entry was cleared) only delays a connection', async () => {
+    const fd = shareBlock()
+    // Entry 0: a sibling with no connection that never takes one.
+    writeEntry(fd, 0, 0, 1)
+    const path = tmpSocketPath('shared-listen')
+    serve(path, { share: { fd: blockFdForServer(fd), index: 1 } })
+    const target = { path }
+    // Every connection after the first finds us ahead of the sibling: each
+    // waits a bounded moment, then is ours.
+    const t0 = Date.now()
+    for (let i = 0; i < 10; i++) {
+      const c = await FcgiConnection.connect(target)
+      conns.push(c)
+      await expectServed(target, `/kept-${i}`, c)
+    }
+    await Promise.all(Array.from({ length: 10 }, (_, i) => expectServed(target, `/fresh-${i}`)))
+    console.log(`20 connections with a stuck sibling at 0 connections: ${Date.now() - t0} ms`)
+    // The kept ones (fresh ones may still be draining for a moment).
+    await waitFor(() => readEntry(fd, 1).conns === 10, { timeoutMs: 5000, what: '10 connections counted' })
+  })
 })
