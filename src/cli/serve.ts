@@ -1,9 +1,11 @@
 // `libfcgi serve APP`: the supervisor. It checks the flags and that the app
 // loads, opens the listen socket once, and runs N worker processes that
-// share it as their fd 0, the FastCGI convention (src/cli/worker.ts). A worker that dies is
-// replaced (with a growing delay when it keeps dying); SIGHUP replaces every
-// worker by a fresh one (new code) without failing a request; SIGTERM/SIGINT
-// stop accepting, let the requests in flight finish within --grace, exit 0.
+// share it as their fd 0, the FastCGI convention (src/cli/worker.ts), and
+// an even share of the connections (a share block, see #spawn). A worker
+// that dies is replaced (with a growing delay when it keeps dying); SIGHUP
+// replaces every worker by a fresh one (new code) without failing a
+// request; SIGTERM/SIGINT stop accepting, let the requests in flight finish
+// within --grace, exit 0.
 import { type ChildProcess, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
