@@ -235,6 +235,27 @@ Napi::Value CloseFdJs(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// shareCreate() -> {fd} | {errno, syscall}: the block `libfcgi serve`'s
+// workers publish their connection counts in (see ShareEntry).
+Napi::Value ShareCreateJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ShareCreate();
+  Napi::Object e = Napi::Object::New(env);
+  if (fd >= 0) {
+    e.Set("fd", fd);
+    return e;
+  }
+  e.Set("errno", errno);
+  e.Set("syscall", "memfd_create");
+  return e;
+}
+
+// shareClear(fd, index) -> boolean: a worker is gone, its entry is zeroed.
+Napi::Value ShareClearJs(const Napi::CallbackInfo& info) {
+  bool ok = ShareClear(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value());
+  return Napi::Boolean::New(info.Env(), ok);
+}
+
 int OptInt(Napi::Object o, const char* key, int dflt) {
   Napi::Value v = o.Get(key);
   return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : dflt;
@@ -255,6 +276,8 @@ Napi::Value ServerCreateJs(const Napi::CallbackInfo& info) {
   opt.linger_ms = OptInt(o, "lingerMs", opt.linger_ms);
   opt.read_timeout_ms = OptInt(o, "readTimeoutMs", opt.read_timeout_ms);
   opt.idle_timeout_ms = OptInt(o, "idleTimeoutMs", opt.idle_timeout_ms);
+  opt.share_fd = OptInt(o, "shareFd", opt.share_fd);
+  opt.share_index = OptInt(o, "shareIndex", opt.share_index);
   Napi::Value allowed = o.Get("allowed");
   if (allowed.IsArray()) {
     Napi::Array a = allowed.As<Napi::Array>();
@@ -542,6 +565,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("localName", Napi::Function::New(env, LocalNameJs));
   exports.Set("isListening", Napi::Function::New(env, IsListeningJs));
   exports.Set("closeFd", Napi::Function::New(env, CloseFdJs));
+  exports.Set("shareCreate", Napi::Function::New(env, ShareCreateJs));
+  exports.Set("shareClear", Napi::Function::New(env, ShareClearJs));
+  exports.Set("shareEntries", Napi::Number::New(env, kShareEntries));
   exports.Set("serverCreate", Napi::Function::New(env, ServerCreateJs));
   exports.Set("serverClose", Napi::Function::New(env, ServerCloseJs));
   exports.Set("drain", Napi::Function::New(env, DrainJs));

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -34,6 +35,24 @@ constexpr int kStarvedMs = 2;
 // After Close(), how long a connection accepted but not used yet may take to
 // bring its first request (a web server sends it right after connecting).
 constexpr int kLingerFreshMs = 2000;
+// After Close(), a kept connection the web server used within the last
+// kHotMs is likely to carry its next request any moment (nginx reuses its
+// most recently released upstream connection first): closing it now races
+// with that request, which the web server then sees fail ("recv() failed
+// (104: Connection reset by peer)") and retries. Such a connection stays for
+// one more request (served, then closed right after its FCGI_END_REQUEST)
+// or kLingerHotMs, whichever comes first. Colder ones are closed at once:
+// they sit at the far end of the web server's pool.
+constexpr int kHotMs = 250;
+constexpr int kLingerHotMs = 1000;
+// The bound on an accept4() that finds the listen socket made blocking by
+// another process (see AcceptConnections), through SO_RCVTIMEO.
+constexpr int kListenTimeoutMs = 10;
+// Shared accept (ShareEntry): a process holding more connections than a
+// sibling waits this long before looking again, and at most kShareMaxDeferMs
+// in all before it takes the connection itself.
+constexpr int kShareDeferStepMs = 1;
+constexpr int kShareMaxDeferMs = 20;
 
 int64_t NowMs() {
   timespec ts;
@@ -143,6 +162,26 @@ void NameThread(const char* name) {
 
 }  // namespace
 
+int ShareCreate() {
+  int fd = memfd_create("libfcgi-share", MFD_CLOEXEC);
+  if (fd < 0) return -1;
+  if (ftruncate(fd, kShareBlockBytes) < 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+bool ShareClear(int fd, int index) {
+  if (index < 0 || index >= kShareEntries) return false;
+  // Through the file, not a mapping: the memfd's pages are the ones every
+  // worker has mapped.
+  char zero[sizeof(ShareEntry)] = {};
+  return pwrite(fd, zero, sizeof zero, static_cast<off_t>(index) * sizeof(ShareEntry)) == sizeof zero;
+}
+
 int InitLibfcgiOnce() {
   static std::once_flag once;
   static int rc = 0;
@@ -186,6 +225,27 @@ bool Server::Start(SysError* err) {
     err->errno_ = errno;
     err->syscall_ = "fcntl";
     return false;
+  }
+  // O_NONBLOCK is not ours to keep (see AcceptConnections): should the
+  // socket be made blocking just before our accept4(), this bounds the wait.
+  // The listen socket's own SO_RCVTIMEO applies to accept() only.
+  timeval ltv{0, kListenTimeoutMs * 1000};
+  setsockopt(listen_fd_, SOL_SOCKET, SO_RCVTIMEO, &ltv, sizeof ltv);
+  if (options_.share_fd >= 0) {
+    void* p = mmap(nullptr, kShareBlockBytes, PROT_READ | PROT_WRITE, MAP_SHARED, options_.share_fd, 0);
+    close(options_.share_fd);
+    options_.share_fd = -1;
+    if (p == MAP_FAILED) {
+      err->errno_ = errno;
+      err->syscall_ = "mmap";
+      return false;
+    }
+    share_block_ = static_cast<ShareEntry*>(p);
+    if (options_.share_index >= 0 && options_.share_index < kShareEntries) {
+      share_ = &share_block_[options_.share_index];
+      share_->conns.store(0, std::memory_order_relaxed);
+      share_->accepting.store(1, std::memory_order_relaxed);
+    }
   }
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) {
@@ -341,6 +401,8 @@ void Server::Close() {
   std::lock_guard<std::mutex> lock(mu_);
   if (closed_) return;
   closed_ = true;
+  closing_.store(true, std::memory_order_relaxed);
+  if (share_) share_->accepting.store(0, std::memory_order_relaxed);
   if (listen_fd_ >= 0) {
     if (epoll_fd_ >= 0) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
     close(listen_fd_);
@@ -355,15 +417,15 @@ void Server::Close() {
     listen_fd_ = -1;
   }
   std::vector<Conn*> kept;
-  int64_t deadline = NowMs() + kLingerFreshMs;
+  int64_t now = NowMs();
   for (auto& kv : conns_) {
     Conn* c = kv.second;
     if (c->state != Conn::State::kIdle) continue;  // Ready ones get served
-    if (c->used) {
+    if (c->used && now - c->idle_since_ms >= kHotMs) {
       kept.push_back(c);
     } else {
       c->lingering = true;
-      c->deadline_ms = deadline;
+      c->deadline_ms = now + (c->used ? kLingerHotMs : kLingerFreshMs);
       lingering_++;
     }
   }
@@ -421,11 +483,16 @@ void Server::Destroy() {
       delete kv.second;
     }
     conns_.clear();
+    PublishConns();
     ready_.clear();
     runnable_.clear();
   }
   if (epoll_fd_ >= 0) close(epoll_fd_);
   if (wake_fd_ >= 0) close(wake_fd_);
+  if (share_block_) {
+    munmap(share_block_, kShareBlockBytes);
+    share_block_ = share_ = nullptr;
+  }
   epoll_fd_ = wake_fd_ = -1;
 }
 
@@ -480,6 +547,10 @@ void Server::PollerMain() {
         if (timeout < 0 || wait < timeout) timeout = static_cast<int>(wait);
       }
       if (watching_) timeout = kStarvedMs;
+      if (defer_until_ms_ > 0) {
+        int d = static_cast<int>(std::max<int64_t>(1, defer_until_ms_ - NowMs()));
+        timeout = timeout < 0 ? d : std::min(timeout, d);
+      }
     }
     int n = epoll_wait(epoll_fd_, events, 128, timeout);
     // The lock is taken per event, not per batch: the JS thread submitting
@@ -519,9 +590,11 @@ void Server::PollerMain() {
       for (Conn* c : expired) CloseConn(c, false);
     }
     if (options_.idle_timeout_ms > 0) CloseIdleConns();
-    // Listen again once under the connection cap (or after EMFILE).
+    // Listen again once under the connection cap (or after EMFILE), or at
+    // the end of a deferral step (shared accept).
     emfile = false;
-    if (!closed_ && listen_fd_ >= 0 && !listen_armed_ &&
+    if (defer_until_ms_ > 0 && NowMs() >= defer_until_ms_) defer_until_ms_ = 0;
+    if (!closed_ && listen_fd_ >= 0 && !listen_armed_ && defer_until_ms_ == 0 &&
         static_cast<int>(conns_.size()) < options_.max_conns) {
       epoll_event ev{};
       ev.events = EPOLLIN;
@@ -530,7 +603,7 @@ void Server::PollerMain() {
       listen_armed_ = true;
     }
     Dispatch(&claimed);
-    if (!listen_armed_ && !closed_) emfile = true;
+    if (!listen_armed_ && !closed_ && defer_until_ms_ == 0) emfile = true;
     if (watching_) {
       if (runnable_.empty() || idle_threads_ + starting_threads_ > 0 || threads_ >= options_.max_threads) {
         watching_ = false;
@@ -565,11 +638,54 @@ void Server::CloseIdleConns() {
   }
 }
 
+void Server::PublishConns() {
+  if (share_) share_->conns.store(static_cast<int32_t>(conns_.size()), std::memory_order_relaxed);
+}
+
+// Shared accept: should we leave the next connection to a sibling? Yes while
+// we hold more connections than some sibling that is accepting, for at most
+// kShareMaxDeferMs since we first stepped aside.
+bool Server::ShouldDefer(int64_t now) {
+  int32_t mine = static_cast<int32_t>(conns_.size());
+  int32_t least = INT32_MAX;
+  for (int i = 0; i < kShareEntries; i++) {
+    const ShareEntry& e = share_block_[i];
+    if (&e == share_ || e.accepting.load(std::memory_order_relaxed) == 0) continue;
+    least = std::min(least, e.conns.load(std::memory_order_relaxed));
+  }
+  if (mine <= least) return false;
+  if (defer_since_ms_ == 0) defer_since_ms_ = now;
+  return now - defer_since_ms_ < kShareMaxDeferMs;
+}
+
 void Server::AcceptConnections() {
+  // O_NONBLOCK belongs to the open file description, which every process
+  // holding the socket shares (`libfcgi serve`'s other workers, spawn-fcgi's
+  // children) and which others may change: libuv makes a spawned child's
+  // fds 0-2 blocking, Node restores the flags it found at exit. On a blocking
+  // socket, an accept4() that a sibling beat to the connection (or the one
+  // that ends this loop) would sleep until the next connection, the poller
+  // holding every connection it owns. So: set it again whenever it is gone;
+  // if it goes between this check and accept4(), SO_RCVTIMEO (Start) bounds
+  // the wait to kListenTimeoutMs.
+  int fl = fcntl(listen_fd_, F_GETFL);
+  if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(listen_fd_, F_SETFL, fl | O_NONBLOCK);
+  int64_t now = share_ ? NowMs() : 0;
   while (listen_fd_ >= 0 && static_cast<int>(conns_.size()) < options_.max_conns) {
+    if (share_ && ShouldDefer(now)) {
+      // Listen again in a moment (PollerMain); a sibling that is accepting
+      // takes the connection meanwhile.
+      epoll_event ev{};
+      ev.data.u64 = kListenId;
+      epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
+      listen_armed_ = false;
+      defer_until_ms_ = now + kShareDeferStepMs;
+      return;
+    }
     sockaddr_storage ss;
     socklen_t len = sizeof ss;
     int fd = accept4(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC);
+    if (fd >= 0 || errno == EAGAIN || errno == EWOULDBLOCK) defer_since_ms_ = 0;
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
@@ -593,6 +709,10 @@ void Server::AcceptConnections() {
     if (options_.read_timeout_ms > 0) {
       timeval tv{options_.read_timeout_ms / 1000, (options_.read_timeout_ms % 1000) * 1000};
       setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    } else if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+      // A TCP socket inherits the listen socket's SO_RCVTIMEO (kListenTimeoutMs).
+      timeval tv{0, 0};
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     }
     stats_.accepted_connections++;
     Conn* c = new Conn();
@@ -600,6 +720,7 @@ void Server::AcceptConnections() {
     c->idle_since_ms = options_.idle_timeout_ms > 0 ? NowMs() : 0;
     c->fd = fd;
     conns_[c->id] = c;
+    PublishConns();
     Arm(c, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, true);
   }
   if (listen_fd_ >= 0 && listen_armed_ &&
@@ -714,6 +835,7 @@ void Server::CloseConn(Conn* conn, bool graceful) {
   if (conn->state == Conn::State::kDraining) draining_--;
   if (conn->lingering) lingering_--;
   conns_.erase(conn->id);
+  PublishConns();
   delete conn;
   SettleClose();
 }
@@ -1192,6 +1314,7 @@ void Server::RunFinish(Slot* s, Op& op) {
     // The rest of the end records FinishNow could not send at once.
     FCGX_Free(&s->req, 0);
     int err = WriteAll(fd, op.bytes.data(), op.bytes.size());
+    if (err == 0) ShutdownIfClosing(fd);
     std::lock_guard<std::mutex> lock(mu_);
     if (err != 0) s->write_failed = true;
     return;
@@ -1236,8 +1359,19 @@ void Server::RunFinish(Slot* s, Op& op) {
   s->req.appStatus = op.exit_status;
   s->req.keepConnection = 1;  // we decide in AfterRequest
   FCGX_Finish_r(&s->req);     // flush, FCGI_END_REQUEST; closes fd on error
+  if (s->req.ipcFd >= 0) ShutdownIfClosing(fd);
   std::lock_guard<std::mutex> lock(mu_);
   s->input_done = input_done && !pipelined;
+}
+
+// After Close(), a request's connection is closed once its end records are
+// sent (EndRequest). Its FIN goes right behind them, before anything else:
+// the web server then sees the end of the connection together with the
+// response and does not put it back in its pool (nginx checks for that when
+// it releases the connection); sent later, the FIN can meet the next request
+// the web server already wrote on it ("upstream prematurely closed").
+void Server::ShutdownIfClosing(int fd) {
+  if (fd >= 0 && closing_.load(std::memory_order_relaxed)) shutdown(fd, SHUT_WR);
 }
 
 void Server::AfterRequest(Slot* s) {
@@ -1280,7 +1414,7 @@ int Server::EndRequest(Slot* s) {
   } else {
     conn->state = Conn::State::kIdle;
     conn->slot = nullptr;
-    if (options_.idle_timeout_ms > 0) conn->idle_since_ms = NowMs();
+    conn->idle_since_ms = NowMs();
     Arm(conn, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT);
   }
   s->req.ipcFd = -1;
@@ -1361,6 +1495,7 @@ Server::FinishResult Server::FinishNow(Slot* s, int exit_status, const iovec* bo
     s->finishing = false;
     return FinishResult::kNotNow;
   }
+  if (sent >= 0 && static_cast<size_t>(sent) == total) ShutdownIfClosing(fd);
   // Sent (all, part, or failed): libfcgi's streams are done with.
   FCGX_Free(&s->req, 0);
   std::unique_lock<std::mutex> lock(mu_);

@@ -29,6 +29,7 @@
 #include <netinet/in.h>
 #include <sys/uio.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -90,7 +91,32 @@ struct Options {
   int in_buffer_size = 64 * 1024;
   int out_buffer_size = 64 * 1024;
   AddrList allowed;              // FCGI_WEB_SERVER_ADDRS, empty: anyone
+  // Processes sharing one listen socket (`libfcgi serve --workers N`): the
+  // fd of a ShareBlock (ShareCreate) and this process's entry in it. The
+  // server maps the block and closes share_fd. -1: not shared.
+  int share_fd = -1;
+  int share_index = -1;
 };
+
+// The even share between processes that accept on the same listen socket.
+// Every one of them is woken for each new connection and the first to run
+// used to take whole bursts (nginx opens its keepalive connections in a
+// burst). Each process publishes how many connections it holds; one that
+// holds more than a sibling defers its accept for a moment so the sibling
+// takes the connection, never longer than kShareMaxDeferMs (a sibling that
+// is stuck, or killed before its entry was cleared, must never leave a
+// connection waiting).
+struct alignas(64) ShareEntry {
+  std::atomic<int32_t> conns{0};      // connections held
+  std::atomic<int32_t> accepting{0};  // 1 while listening (not closed)
+};
+constexpr int kShareEntries = 64;
+constexpr size_t kShareBlockBytes = sizeof(ShareEntry) * kShareEntries;
+// A memfd of kShareBlockBytes, zeroed (close-on-exec: hand it to a child
+// through spawn's stdio). -1 and errno on failure.
+int ShareCreate();
+// Zeroes entry `index` (its process is gone) without mapping the block.
+bool ShareClear(int fd, int index);
 
 struct Stats {
   int threads = 0, idle_threads = 0;
@@ -152,8 +178,9 @@ struct Conn {
   Slot* slot = nullptr;
   int64_t deadline_ms = 0;     // Draining; lingering: until when it may stay
   bool used = false;           // a request was accepted on it
-  bool lingering = false;      // never used, kept after Close() for its first request
-  int64_t idle_since_ms = 0;   // Idle: since when (idle_timeout_ms)
+  int64_t idle_since_ms = 0;   // Idle after a request: since when
+  bool lingering = false;      // kept after Close() for one more request (never
+                               // used: its first; used: see kHotMs)
 };
 
 class Server {
@@ -197,11 +224,13 @@ class Server {
 
   // Stop accepting connections, gracefully: connections the web server has
   // used and keeps idle are closed (a web server retries a request that
-  // fails on a kept connection), requests in flight go on, and so do
-  // requests that already arrived or arrive within a few seconds on a
-  // connection accepted but not used yet (a web server does not retry those:
-  // closing them would fail the request). Pending accepts are served from
-  // those, and complete with kClosed once none is left.
+  // fails on a kept connection), at once if they have been idle for a while,
+  // else after one more request or a second (fewer of those retries, see
+  // kHotMs); requests in flight go on, and so do requests that already
+  // arrived or arrive within a few seconds on a connection accepted but not
+  // used yet (a web server does not retry those: closing them would fail
+  // the request). Pending accepts are served from those, and complete with
+  // kClosed once none is left.
   void Close();
   // Stop everything now and join the threads (no JS is called).
   void Destroy();
@@ -217,6 +246,8 @@ class Server {
   void WorkerMain();
   void AcceptConnections();                       // mu_ held
   void CloseIdleConns();                          // mu_ held
+  bool ShouldDefer(int64_t now);                  // mu_ held
+  void PublishConns();                            // mu_ held
   void HandleConnEvent(Conn* conn, uint32_t ev);  // mu_ held
   // Pairs waiting slots with ready connections (mu_ held). With `claimed`
   // (the poller, and Accept() on the JS thread), the pairs are claimed and
@@ -236,6 +267,7 @@ class Server {
   void RunWrite(Slot* slot, Op& op);
   void RunFinish(Slot* slot, Op& op);
   void AfterRequest(Slot* slot);                  // mu_ held
+  void ShutdownIfClosing(int fd);                 // mu_ not needed
   int EndRequest(Slot* slot);                     // mu_ held; the kFinish status
   void CloseConn(Conn* conn, bool graceful);      // mu_ held
   void SettleClose();                             // mu_ held
@@ -275,7 +307,15 @@ class Server {
   int64_t next_idle_scan_ms_ = 0;  // idle_timeout_ms: when the poller looks next
   bool stopping_ = false;
   bool closed_ = false;
+  std::atomic<bool> closing_{false};  // closed_, readable without mu_
   bool listen_armed_ = false;
+  // Shared accept (Options::share_*): our entry, and a deferral in progress
+  // (the listen socket disarmed until defer_until_ms_, deferring since
+  // defer_since_ms_; 0: none).
+  ShareEntry* share_block_ = nullptr;
+  ShareEntry* share_ = nullptr;
+  int64_t defer_since_ms_ = 0;
+  int64_t defer_until_ms_ = 0;
   int draining_ = 0;  // connections in State::kDraining
   int lingering_ = 0;  // connections with Conn::lingering
 

@@ -56,6 +56,9 @@ export interface NativeServerOptions {
   readTimeoutMs: number
   idleTimeoutMs: number
   allowed: Buffer[]
+  /** Shared accept (libfcgi serve's workers): a shareCreate() block the server takes over, and this process's entry. */
+  shareFd?: number
+  shareIndex?: number
 }
 
 export interface NativeStats {
@@ -83,6 +86,12 @@ export interface Native {
   localName(fd: number): { family: 0 | 1 | 4 | 6; address: string; port: number }
   isListening(fd: number): boolean
   closeFd(fd: number): void
+  /** A zeroed block (memfd, close-on-exec) where processes sharing a listen socket publish their connection counts. */
+  shareCreate(): FdResult
+  /** Zeroes entry `index` of the block (its process is gone). */
+  shareClear(fd: number, index: number): boolean
+  /** Entries in a share block. */
+  shareEntries: number
   serverCreate(fd: number, options: NativeServerOptions, onWake: WakeCallback): ServerHandle | { errno: number; syscall: string }
   /** Takes up to `max` waiting completions. */
   drain(server: ServerHandle, max: number): CompletionBatch

@@ -45,6 +45,12 @@ export interface SocketOptions {
    * 0: never.
    */
   idleTimeout?: number
+  /**
+   * @internal `libfcgi serve`'s workers: the fd of the supervisor's share
+   * block (taken over: closed by the server) and this worker's entry in it,
+   * for an even share of the connections between the workers.
+   */
+  share?: { fd: number; index: number }
 }
 
 export interface SocketAddress {
@@ -298,6 +304,7 @@ function resolveOptions(options: SocketOptions): NativeServerOptions {
     readTimeoutMs: positiveInt('readTimeout', options.readTimeout, 60000),
     idleTimeoutMs: options.idleTimeout === 0 ? 0 : positiveInt('idleTimeout', options.idleTimeout, 300_000),
     allowed: parseAllowedClients(options.allowedClients ?? process.env.FCGI_WEB_SERVER_ADDRS),
+    ...(options.share ? { shareFd: options.share.fd, shareIndex: options.share.index } : {}),
   }
 }
 

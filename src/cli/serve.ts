@@ -1,9 +1,11 @@
 // `libfcgi serve APP`: the supervisor. It checks the flags and that the app
 // loads, opens the listen socket once, and runs N worker processes that
-// share it as their fd 3 (src/cli/worker.ts). A worker that dies is
-// replaced (with a growing delay when it keeps dying); SIGHUP replaces every
-// worker by a fresh one (new code) without failing a request; SIGTERM/SIGINT
-// stop accepting, let the requests in flight finish within --grace, exit 0.
+// share it as their fd 0, the FastCGI convention (src/cli/worker.ts), and
+// an even share of the connections (a share block, see #spawn). A worker
+// that dies is replaced (with a growing delay when it keeps dying); SIGHUP
+// replaces every worker by a fresh one (new code) without failing a
+// request; SIGTERM/SIGINT stop accepting, let the requests in flight finish
+// within --grace, exit 0.
 import { type ChildProcess, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -117,6 +119,8 @@ function configFrom(argv: string[]): Config | undefined {
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const WORKER_SCRIPT = path.join(here, 'cli-worker.js')
+/** The fd of the share block in a worker (stdio[3] of the spawn); the listen socket is its fd 0. */
+const WORKER_SHARE_FD = 3
 
 function log(message: string): void {
   process.stderr.write(`libfcgi serve[${process.pid}]: ${message}\n`)
@@ -145,6 +149,13 @@ class Supervisor {
   readonly #fd: number
   readonly #socketFile: SocketFile | undefined
   readonly #workers = new Set<Worker>()
+  /**
+   * The block where the workers publish how many connections each holds (for
+   * an even share, see ShareEntry in native/server.h), -1 if it could not be
+   * made; and the entries in use.
+   */
+  readonly #shareFd: number
+  readonly #shareUsed = new Set<number>()
   readonly #startedAt = Date.now()
   #generation = 0
   #startedWorkers = 0
@@ -161,6 +172,9 @@ class Supervisor {
     this.#config = config
     this.#fd = fd
     this.#socketFile = socketFile
+    const share = native.shareCreate()
+    this.#shareFd = 'fd' in share ? share.fd : -1
+    if (!('fd' in share)) log(`no even share between the workers: ${share.syscall} failed (errno ${share.errno})`)
   }
 
   start(): void {
@@ -172,18 +186,34 @@ class Supervisor {
   }
 
   #spawn(generation: number): Worker {
-    // The listen socket goes to the worker as fd 3, not fd 0: libuv makes a
-    // child's fds 0-2 blocking (fcntl(F_SETFL) without O_NONBLOCK), and
-    // O_NONBLOCK belongs to the open file description that every worker
-    // shares. Spawning a worker with the socket as its fd 0 made the socket
-    // blocking for the workers already running: their poller thread then
-    // sat in accept4() holding connections it had accepted but could not
-    // serve (requests hung during a reload; a reload that failed hung every
-    // request until the next one). fd 3 is left as it is.
+    // The listen socket is the worker's fd 0. libuv makes a child's fds 0-2
+    // blocking, and O_NONBLOCK belongs to the open file description every
+    // worker shares (Node also restores it at a worker's exit): the native
+    // server sets it again and bounds an accept that finds it gone, so the
+    // running workers do not care (test/native/shared-listen.test.ts).
+    let shareIndex = -1
+    if (this.#shareFd >= 0) {
+      for (let i = 0; i < native.shareEntries; i++) {
+        if (!this.#shareUsed.has(i)) {
+          shareIndex = i
+          break
+        }
+      }
+    }
+    const shared = shareIndex >= 0
+    if (shared) this.#shareUsed.add(shareIndex)
+    const worker: WorkerConfig = { ...this.#config.worker, ...(shared ? { share: { fd: WORKER_SHARE_FD, index: shareIndex } } : {}) }
     const child = spawn(process.execPath, [...process.execArgv, WORKER_SCRIPT], {
-      stdio: ['ignore', 'inherit', 'inherit', this.#fd, 'ipc'],
-      env: { ...process.env, LIBFCGI_WORKER_CONFIG: JSON.stringify(this.#config.worker) },
+      stdio: [this.#fd, 'inherit', 'inherit', shared ? this.#shareFd : 'ignore', 'ipc'],
+      env: { ...process.env, LIBFCGI_WORKER_CONFIG: JSON.stringify(worker) },
     })
+    if (shared) {
+      // Its entry stays counted until it is gone, then is free again.
+      child.once('exit', () => {
+        native.shareClear(this.#shareFd, shareIndex)
+        this.#shareUsed.delete(shareIndex)
+      })
+    }
     this.#startedWorkers++
     const w: Worker = { child, generation, state: 'starting' }
     this.#workers.add(w)
@@ -324,6 +354,7 @@ class Supervisor {
 
   #finish(): void {
     native.closeFd(this.#fd)
+    if (this.#shareFd >= 0) native.closeFd(this.#shareFd)
     removeSocketFile(this.#socketFile)
     this.#done(0)
   }

@@ -1,7 +1,7 @@
 // A worker process of `libfcgi serve`: loads the app, serves it with
-// createServer() on the listen socket it was given as fd 3 (not fd 0, the
-// FastCGI convention: see serve.ts #spawn for why), and talks
-// to the supervisor over the IPC channel:
+// createServer() on the listen socket it was given as fd 0 (the FastCGI
+// convention: a worker is what spawn-fcgi or mod_fcgid would start), and
+// talks to the supervisor over the IPC channel:
 //   worker -> supervisor: ready | recycle | status-request {id} | stats {id, stats}
 //   supervisor -> worker: stop | stats-request {id} | status {id, data}
 // `--check APP` only loads the app and validates its export (exit 0 or 1).
@@ -9,8 +9,8 @@ import { createServer } from '../http/server.js'
 import { loadApp } from './load-app.js'
 import { renderStatus, type WorkerStats } from './status.js'
 
-/** The fd of the listen socket in a worker (stdio[3] of the spawn). */
-export const WORKER_LISTEN_FD = 3
+/** The fd of the listen socket in a worker (stdio[0] of the spawn). */
+export const WORKER_LISTEN_FD = 0
 
 export interface WorkerConfig {
   app: string
@@ -20,6 +20,8 @@ export interface WorkerConfig {
   statusPath?: string
   pingPath?: string
   slowMs: number
+  /** The supervisor's share block and this worker's entry (an even share of the connections). */
+  share?: { fd: number; index: number }
 }
 
 async function runWorker(config: WorkerConfig): Promise<void> {
@@ -33,7 +35,11 @@ async function runWorker(config: WorkerConfig): Promise<void> {
   const statusWaiters = new Map<number, (data: unknown) => void>()
   let nextStatusId = 1
 
-  const server = createServer({ maxConns: config.maxConns, ...(config.allowedClients !== undefined ? { allowedClients: config.allowedClients } : {}) }, (req, res) => {
+  const server = createServer({
+    maxConns: config.maxConns,
+    ...(config.allowedClients !== undefined ? { allowedClients: config.allowedClients } : {}),
+    ...(config.share !== undefined ? { share: config.share } : {}),
+  }, (req, res) => {
     const started = Date.now()
     stats.active++
     if (stats.active > stats.maxActive) stats.maxActive = stats.active
@@ -90,7 +96,7 @@ async function runWorker(config: WorkerConfig): Promise<void> {
     if (process.connected) process.disconnect()
     process.exitCode = 0
   })
-  // The supervisor passes the shared listen socket as fd 3 (see serve.ts: why not 0).
+  // The supervisor passes the shared listen socket as fd 0.
   server.listen({ fd: WORKER_LISTEN_FD }, () => send({ type: 'ready' }))
 }
 

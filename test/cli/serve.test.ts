@@ -4,11 +4,12 @@
 // loading (ESM, CommonJS, Express, fetch apps), several workers, status and
 // ping, graceful stop and --grace, reload (SIGHUP) with new code or broken
 // code, crashed workers and crash loops, --max-requests.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
+import { defaultParams, FcgiConnection, fcgiRequest, parseCgiResponse } from '../helpers/fcgi-client.js';
 import { tmpSocketPath } from '../helpers/wait.js';
 import { assertDistFresh } from '../lifecycle/child.js';
 import {
@@ -427,6 +428,42 @@ describe('crashed workers', () => {
     const st = await status(target);
     expect(st.startedWorkers).toBe(3);
     expect((await get(target, '/')).status).toBe(200);
+  });
+
+  it('workers have the listen socket as fd 0; one crashing and its replacement starting (each makes the socket blocking) stall no other worker', async () => {
+    const app = writeApp(appDir(), 'fd0.mjs', testApp('fd0'));
+    const { s, target, pids } = await serveApp(app, ['--workers', '2'], 2);
+    // The FastCGI convention: what spawn-fcgi or mod_fcgid would start.
+    const links = pids.map((p) => readlinkSync(`/proc/${p}/fd/0`));
+    expect(links[0]).toMatch(/^socket:\[\d+\]$/);
+    expect(links[1]).toBe(links[0]);
+    // Kept connections, spread over the workers.
+    const kept: Array<{ conn: FcgiConnection; pid: number }> = [];
+    const ask = async (conn: FcgiConnection, uri: string) => {
+      const r = await fcgiRequest(target, { params: defaultParams({ REQUEST_URI: uri }), connection: conn, keepConn: true, timeoutMs: 5000 });
+      return parseAnswer(parseCgiResponse(r.stdout).body.toString());
+    };
+    try {
+      for (let i = 0; i < 6; i++) {
+        const conn = await FcgiConnection.connect(target);
+        kept.push({ conn, pid: (await ask(conn, `/kept-${i}`)).pid });
+      }
+      // A worker dies of an uncaught exception: Node restores the flags it
+      // found on fd 0 at start (blocking); its replacement is spawned with
+      // the socket as fd 0 (libuv makes it blocking).
+      const crash = await get(target, '/crash').catch(() => undefined);
+      const victim = crash ? parseAnswer(crash.body).pid : (await s.waitForLog(/worker (\d+) exited/))[1];
+      await s.waitForLog(/starting a replacement/);
+      const now = await waitForWorkers(target, 2, { notPids: [Number(victim)] });
+      // Every kept connection of the survivor, and new connections, served.
+      for (const k of kept.filter((x) => now.includes(x.pid))) {
+        expect((await ask(k.conn, '/after')).pid).toBe(k.pid);
+      }
+      const answers = await Promise.all(Array.from({ length: 8 }, () => get(target, '/')));
+      for (const a of answers) expect(a.status).toBe(200);
+    } finally {
+      for (const k of kept) k.conn.destroy();
+    }
   });
 
   it('a worker whose app crashes on a request is replaced; the other requests are served', async () => {
