@@ -1086,7 +1086,16 @@ void Server::RunAccept(Slot* s) {
     }
     return;
   }
-  // The peer closed or sent garbage: libfcgi has closed the descriptor.
+  // The peer closed or sent garbage: libfcgi has closed the descriptor. Tell
+  // JS why (a log line for the operator), unless the peer just went away.
+  if (int why = FCGX_AcceptError(&s->req); why != 0 && why != FCGX_REQUEST_ABORTED) {
+    stats_.dropped_requests++;
+    auto* d = new Completion();
+    d->slot_id = 0;
+    d->kind = EventKind::kDropped;
+    d->status = why;
+    Post(d);
+  }
   delete c;
   conn->fd = -1;
   s->conn = nullptr;

@@ -52,6 +52,7 @@ enum class EventKind : uint8_t {
   kWrite = 3,   // stdout/stderr bytes were handed to the kernel
   kFinish = 4,  // FCGX_Finish_r done: end-request sent
   kAbort = 5,   // the web server aborted or dropped the request
+  kDropped = 6, // a connection was dropped at accept (slot 0; status: FCGX_AcceptError)
 };
 
 // Status codes in Completion::status besides 0 (ok), errno (> 0) and
@@ -125,6 +126,7 @@ struct Stats {
   uint64_t accepted_connections = 0, refused_connections = 0, requests = 0;
   uint64_t inline_finishes = 0;  // ended by FinishNow on the JS thread (all sent at once)
   uint64_t idle_timeouts = 0;    // kept connections closed after idle_timeout_ms
+  uint64_t dropped_requests = 0; // unreadable (malformed, over the params limits, stalled)
 };
 
 class Server;

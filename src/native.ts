@@ -20,6 +20,8 @@ export const enum EventKind {
   Write = 3,
   Finish = 4,
   Abort = 5,
+  /** A connection dropped at accept (slot 0; status: libfcgi's FCGX_AcceptError). */
+  Dropped = 6,
 }
 
 /** Completion status besides 0, errno (> 0) and FCGX_* codes (< 0). */
@@ -76,6 +78,8 @@ export interface NativeStats {
   inlineFinishes: number
   /** Kept connections closed after idleTimeout with no request. */
   idleTimeouts: number
+  /** Requests dropped unread: malformed, params over paramsMaxBytes/paramsMaxCount, or a peer stalled past readTimeout. */
+  droppedRequests: number
 }
 
 export interface Native {

@@ -4,9 +4,10 @@
 // small pool of our own threads.
 import { EventEmitter } from 'node:events'
 import fs from 'node:fs'
+import os from 'node:os'
 
 import { type ListenAddress, type ListenTarget, parseAllowedClients, parseListenAddress } from './address.js'
-import { FastCGIError, systemError } from './errors.js'
+import { FastCGIError, type FastCGIErrorCode, systemError } from './errors.js'
 import { EventKind, type FdResult, native, type NativeServerOptions, type NativeStats, type ServerHandle, type SlotHandle, STATUS_CLOSED } from './native.js'
 
 /** FastCGI's listen socket as inherited from a web server (FCGI_LISTENSOCK_FILENO). */
@@ -95,6 +96,7 @@ export class FcgiSocket extends EventEmitter {
   #accepting = 0  // accept()s handed to the native side, not completed yet
   #settleTimer: NodeJS.Timeout | undefined
   #settleDeadline = 0
+  readonly #limits: { paramsMaxBytes: number; paramsMaxCount: number; readTimeoutMs: number }
 
   /** @internal use initSocket() */
   constructor(fd: number, target: ListenTarget, options: NativeServerOptions, socketFile?: SocketFile) {
@@ -102,6 +104,7 @@ export class FcgiSocket extends EventEmitter {
     this.fd = fd
     this.#target = target
     this.#socketFile = socketFile
+    this.#limits = { paramsMaxBytes: options.paramsMaxBytes, paramsMaxCount: options.paramsMaxCount, readTimeoutMs: options.readTimeoutMs }
     const handle = native.serverCreate(fd, options, this.#drain)
     if ('errno' in handle) {
       native.closeFd(fd)
@@ -221,6 +224,10 @@ export class FcgiSocket extends EventEmitter {
   }
 
   #onEvent(slotId: number, kind: EventKind, status: number, payload: unknown, n1: number, n2: number): void {
+    if (kind === EventKind.Dropped) {
+      this.#dropped(status)
+      return
+    }
     if (kind === EventKind.Accept) this.#accepting--
     if (kind === EventKind.Accept && status === 0) {
       this.#active.add(slotId)
@@ -240,6 +247,39 @@ export class FcgiSocket extends EventEmitter {
       this.#updateRef()
       this.#maybeDestroy()
     }
+  }
+
+  /**
+   * A request the native side dropped unread: 'clientError' with the reason,
+   * or (nobody listening) a line on stderr for the operator, at most one
+   * every 10 s with the count of those not shown.
+   */
+  #dropped(status: number): void {
+    const l = this.#limits
+    let code: FastCGIErrorCode
+    let why: string
+    if (status === FCGX_PARAMS_ERROR) {
+      code = 'ERR_FASTCGI_PARAMS_ERROR'
+      why = `its params are malformed or over the limits (paramsMaxBytes ${l.paramsMaxBytes}, paramsMaxCount ${l.paramsMaxCount})`
+    } else if (status === FCGX_UNSUPPORTED_VERSION) {
+      code = 'ERR_FASTCGI_UNSUPPORTED_VERSION'
+      why = 'it uses an unsupported FastCGI version'
+    } else if (status === EAGAIN || status === ETIMEDOUT) {
+      code = 'ERR_FASTCGI_PROTOCOL_ERROR'
+      why = `the web server stalled in the middle of it for readTimeout (${l.readTimeoutMs} ms)`
+    } else if (status > 0) {
+      code = 'ERR_FASTCGI_PROTOCOL_ERROR'
+      why = `reading it failed (errno ${status})`
+    } else {
+      code = 'ERR_FASTCGI_PROTOCOL_ERROR'
+      why = 'its records are malformed'
+    }
+    const err = Object.assign(new FastCGIError(code, `a request was dropped unanswered: ${why}`), { status })
+    if (this.listenerCount('clientError') > 0) {
+      this.emit('clientError', err)
+      return
+    }
+    reportDropped(err)
   }
 
   #updateRef(): void {
@@ -306,6 +346,32 @@ function resolveOptions(options: SocketOptions): NativeServerOptions {
     allowed: parseAllowedClients(options.allowedClients ?? process.env.FCGI_WEB_SERVER_ADDRS),
     ...(options.share ? { shareFd: options.share.fd, shareIndex: options.share.index } : {}),
   }
+}
+
+// libfcgi's codes for FCGX_AcceptError (fcgiapp.h), and errnos of a read
+// that timed out (SO_RCVTIMEO).
+const FCGX_UNSUPPORTED_VERSION = -2
+const FCGX_PARAMS_ERROR = -4
+const { EAGAIN, ETIMEDOUT } = os.constants.errno
+
+let lastDropReport = 0
+let dropsNotReported = 0
+
+/**
+ * @internal The default report of a dropped request (no 'clientError'
+ * listener): one stderr line at most every 10 s, so a flood of bad requests
+ * cannot flood the log.
+ */
+export function reportDropped(err: Error): void {
+  const now = Date.now()
+  if (now - lastDropReport < 10_000) {
+    dropsNotReported++
+    return
+  }
+  const more = dropsNotReported > 0 ? ` (and ${dropsNotReported} more since the last report)` : ''
+  lastDropReport = now
+  dropsNotReported = 0
+  process.stderr.write(`libfcgi: ${err.message}${more}\n`)
 }
 
 /** @internal A unix socket file this process made: removed at close only if it is still that file. */

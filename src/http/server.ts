@@ -4,7 +4,7 @@ import type http from 'node:http'
 
 import type { ListenAddress } from '../address.js'
 import { Request as FcgiRequest } from '../request.js'
-import { type FcgiSocket, FCGI_LISTENSOCK_FILENO, initSocket, type SocketAddress, type SocketOptions } from '../socket.js'
+import { type FcgiSocket, FCGI_LISTENSOCK_FILENO, initSocket, reportDropped, type SocketAddress, type SocketOptions } from '../socket.js'
 import { requestInfoFromParams } from './cgi.js'
 import { CgiRequest, isCgiInvocation } from './cgi-mode.js'
 import { systemdListenFd } from '../listen-fds.js'
@@ -171,6 +171,12 @@ export class Server extends EventEmitter {
         maxReqs: this.#options.maxReqs ?? parallel,
       })
       this.#socket = socket
+      // A request dropped unread (malformed, params over the limits): for
+      // our 'clientError' listeners, else one line on stderr.
+      socket.on('clientError', (err: Error) => {
+        if (this.listenerCount('clientError') > 0) this.emit('clientError', err, null)
+        else reportDropped(err)
+      })
       if (this.#unref) socket.unref()
       this.#loops = Array.from({ length: parallel }, () => this.#serve(socket))
       process.nextTick(() => this.emit('listening'))

@@ -94,3 +94,40 @@ describe('maxBodySize', () => {
     expect(nginx.errorLog()).toContain('libfcgi: POST /big: request body of 204800 bytes (CONTENT_LENGTH) over maxBodySize 65536: answered 413')
   })
 })
+
+describe('params over paramsMaxBytes (a request dropped unread)', () => {
+  it("through nginx: the client gets nginx's 502, the app reports why ('clientError', or one line on stderr), and serves on", async () => {
+    const path = tmpSocketPath('params')
+    const reported: Array<Error & { code?: string }> = []
+    server = createServer({ paramsMaxBytes: 4096 }, (_req, res) => res.end('ok\n'))
+    server.listen({ path })
+    await new Promise((r) => server!.once('listening', r))
+    const nginx = await startNginx({ upstream: { path }, keepConn: true })
+    // Nobody listens for 'clientError': the report is one line on stderr
+    // (what this process writes there is collected meanwhile).
+    const lines: string[] = []
+    const write = process.stderr.write
+    process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      lines.push(String(chunk))
+      return (write as (...a: unknown[]) => boolean).call(process.stderr, chunk, ...rest)
+    }) as typeof process.stderr.write
+    try {
+      // A 6 KiB header: within nginx's header buffers, over the app's params limit.
+      const big = await httpRequest(`${nginx.url}/big`, { headers: { 'X-Big': 'b'.repeat(6000) } })
+      expect(big.status).toBe(502)
+      await waitFor(() => server!.fcgiSocket!.stats().droppedRequests === 1, { timeoutMs: 5000, what: 'the drop to be counted' })
+      await waitFor(() => lines.some((l) => l.includes('libfcgi: a request was dropped unanswered: its params are malformed or over the limits (paramsMaxBytes 4096')), { timeoutMs: 5000, what: 'the stderr line' })
+    } finally {
+      process.stderr.write = write
+    }
+    // With a listener: 'clientError' with the code instead.
+    server.on('clientError', (err: Error) => reported.push(err))
+    const again = await httpRequest(`${nginx.url}/big2`, { headers: { 'X-Big': 'c'.repeat(6000) } })
+    expect(again.status).toBe(502)
+    await waitFor(() => reported.length === 1, { timeoutMs: 5000, what: 'clientError' })
+    expect(reported[0]!.code).toBe('ERR_FASTCGI_PARAMS_ERROR')
+    const ok = await httpRequest(`${nginx.url}/small`)
+    expect(ok.status).toBe(200)
+    expect(ok.body.toString()).toBe('ok\n')
+  })
+})

@@ -18,7 +18,7 @@ import {
   FcgiConnection, fcgiRequest, defaultParams, parseCgiResponse,
   type FcgiRecord, type FcgiResult, type FcgiTarget,
 } from '../helpers/fcgi-client.js'
-import { sleep, withTimeout } from '../helpers/wait.js'
+import { sleep, waitFor, withTimeout } from '../helpers/wait.js'
 
 // ---------------------------------------------------------------------------
 // Harness: one FcgiSocket on 127.0.0.1:0 served by a few parallel Request
@@ -469,8 +469,10 @@ describe('params', () => {
     return pairs
   }
 
-  it('drops a request whose params exceed paramsMaxBytes, accepts exactly the cap', async () => {
-    start({ paramsMaxBytes: 4096 })
+  it('drops a request whose params exceed paramsMaxBytes (reported: clientError, stats), accepts exactly the cap', async () => {
+    const s = start({ paramsMaxBytes: 4096 })
+    const reported: Array<Error & { code?: string }> = []
+    s.on('clientError', (err: Error) => reported.push(err))
     // 5000 bytes in one pair
     const over = await send(encodeRequest({ params: [['BIG', 'x'.repeat(4997)]] }))
     await expectDroppedSilently(over)
@@ -478,6 +480,12 @@ describe('params', () => {
     const over2 = await send(encodeRequest({ params: pairsOfSize(4097, 5) }))
     await expectDroppedSilently(over2)
     expect(seen).toHaveLength(0)
+    await waitFor(() => reported.length === 2, { timeoutMs: 5000, what: 'two clientError reports' })
+    for (const err of reported) {
+      expect(err.code).toBe('ERR_FASTCGI_PARAMS_ERROR')
+      expect(err.message).toBe('a request was dropped unanswered: its params are malformed or over the limits (paramsMaxBytes 4096, paramsMaxCount 1000)')
+    }
+    expect(s.stats().droppedRequests).toBe(2)
 
     const atCap = pairsOfSize(4096, 5)
     const r = await fcgiRequest(target, { params: atCap })
