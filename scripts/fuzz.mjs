@@ -201,13 +201,28 @@ function paramValue(r) {
 
 // ------------------------------------------------------------ requests
 
+// Tokens carry a check (6 hex digits of their SHA-1): a mutation that flips
+// a byte of a token in the params makes a string that fails the check, so
+// only tokens that were really sent somewhere count when they show up.
+const TOKEN_RE = /t\d+x\d+x[0-9a-f]{8}k[0-9a-f]{6}/g
+function tokenCheck(base) {
+  return createHash('sha1').update(base).digest('hex').slice(0, 6)
+}
+function makeToken(base) {
+  return `${base}k${tokenCheck(base)}`
+}
+function tokenValid(token) {
+  const k = token.lastIndexOf('k')
+  return tokenCheck(token.slice(0, k)) === token.slice(k + 1)
+}
+
 /**
  * A valid request: its records and what its answer must be.
  * target: 'loop' or 'http' (the http layer serves RESPONDER only here).
  */
 function validRequest(r, ctx, target, force = {}) {
   const id = r.range(1, 65535)
-  const token = `t${ctx.index}x${ctx.seq++}x${r.hex(8)}`
+  const token = makeToken(`t${ctx.index}x${ctx.seq++}x${r.hex(8)}`)
   ctx.tokens.add(token)
   ctx.ids.add(id)
   const keep = force.keep ?? r.chance(0.6)
@@ -397,7 +412,6 @@ async function runConnection(seed, target, index, sockPath, stats) {
   const reader = new Reader()
   const expected = new Map() // id -> body string (strict requests)
   const answered = new Map() // id -> true once checked
-  const tokenRe = /t\d+x\d+x[0-9a-f]{8}/g
 
   const onRecord = (x) => {
     if (!ctx.ids.has(x.id)) fail(`a ${x.type} record for request id ${x.id}, never sent on this connection`)
@@ -410,8 +424,8 @@ async function runConnection(seed, target, index, sockPath, stats) {
       const o = reader.out.get(x.id)
       reader.out.delete(x.id)
       const stdout = o ? Buffer.concat(o.stdout).toString('latin1') : ''
-      for (const t of stdout.match(tokenRe) ?? []) {
-        if (!ctx.tokens.has(t)) fail(`request ${x.id} was answered with ${t}, a token never sent on this connection (cross-request data)`)
+      for (const t of stdout.match(TOKEN_RE) ?? []) {
+        if (!ctx.tokens.has(t) && tokenValid(t)) fail(`request ${x.id} was answered with ${t}, a token never sent on this connection (cross-request data)`)
       }
       const protocolStatus = x.content.length >= 5 ? x.content[4] : -1
       const want = expected.get(x.id)
@@ -460,7 +474,14 @@ async function runConnection(seed, target, index, sockPath, stats) {
       if (reader.closed) return
       const piece = buf.subarray(cuts[i], cuts[i + 1])
       if (piece.length === 0) continue
-      if (!sock.write(piece)) await until(() => sock.writableLength === 0 || reader.closed, 5000)
+      if (!sock.write(piece)) {
+        await new Promise((res) => {
+          const done = () => { clearTimeout(t); sock.off('drain', done); sock.off('close', done); res() }
+          const t = setTimeout(done, 10000)
+          sock.on('drain', done)
+          sock.on('close', done)
+        })
+      }
       if (r.chance(0.3)) await new Promise((res) => setTimeout(res, r.int(3)))
     }
   }
@@ -480,8 +501,11 @@ async function runConnection(seed, target, index, sockPath, stats) {
         const buf = serialize(recs)
         if (stats.dump) console.error(`connection ${index}: valid request ${req.id}, role ${req.role}, keep ${req.keep}, ${recs.length} records, ${buf.length} bytes`)
         records += recs.length
+        const sentAt = Date.now()
         await send(buf)
         const ok = await until(() => answered.has(req.id) || reader.closed, 20000)
+        const took = Date.now() - sentAt
+        if (took > stats.slowestAnswer.ms) stats.slowestAnswer = { ms: took, connection: index, bytes: buf.length }
         if (!answered.has(req.id)) {
           fail(`valid request ${req.id} (${buf.length} bytes, role ${req.role}, keep ${req.keep}) was not answered${ok ? ' (connection closed)' : ' within 20 s'}`)
           break
@@ -668,6 +692,7 @@ function newStats() {
   return {
     connections: 0, records: 0, strict: 0, strictOk: 0, loose: 0,
     mutations: {}, closes: { destroy: 0, end: 0, wait: 0 }, connectErrors: {},
+    slowestAnswer: { ms: 0 }, slowestConnection: { ms: 0 },
   }
 }
 
@@ -692,7 +717,10 @@ async function fuzzTarget(opts, kind, seconds, maxRecords) {
       while (Date.now() < deadline && (maxRecords === 0 || stats.records < maxRecords) && target.alive) {
         const index = next++
         if (opts.replay !== undefined && index !== opts.replay) return
+        const t0 = Date.now()
         const res = await runConnection(opts.seed, kind, index, target.sock, stats)
+        const took = Date.now() - t0
+        if (took > stats.slowestConnection.ms) stats.slowestConnection = { ms: took, connection: index }
         stats.connections++
         stats.records += res.records
         for (const f of res.failures) {
@@ -786,6 +814,7 @@ async function main() {
         `${stats.loose} mutated; crashes ${res.report.alive ? 0 : 1}`)
       console.log(`  mutations: ${JSON.stringify(stats.mutations)}; closes: ${JSON.stringify(stats.closes)}` +
         (Object.keys(stats.connectErrors).length ? `; connect errors: ${JSON.stringify(stats.connectErrors)}` : ''))
+      console.log(`  slowest valid answer: ${JSON.stringify(stats.slowestAnswer)}; slowest connection: ${JSON.stringify(stats.slowestConnection)}`)
       if (idle && after) {
         console.log(`  idle: ${idle.tasks} threads (${idle.workers} native workers), ${idle.fds} fds, RSS ${(idle.rss / 1048576).toFixed(1)} MiB; ` +
           `after: ${after.tasks} threads (${after.workers} native workers, ${after.idleThreads} idle), ${after.fds} fds, ` +
