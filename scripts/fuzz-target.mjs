@@ -11,8 +11,15 @@
 // - http: createServer(); the token comes as the X-Fuzz-Token header
 //   (HTTP_X_FUZZ_TOKEN param), and the id from X-Fuzz-Id (the http layer does
 //   not show the FastCGI request id).
-// A FUZZ_BIG=<n> param (header X-Fuzz-Big) appends n bytes of the token
-// repeated, so large responses (records over several writes) are checked too.
+// Params (for http: the same as X-Fuzz-* headers) that shape the answer, for
+// test/hardening/faults.test.ts:
+//   FUZZ_BIG=<n>     n bytes of the token repeated appended in the same write
+//   FUZZ_STREAM=<n>  then n more such bytes in 64 KiB writes that wait for
+//                    'drain' (an app that respects backpressure)
+//   FUZZ_DELAY=<ms>  wait before answering (ends early on an abort)
+//   FUZZ_FAULT=twice the app finishes twice (loop: finish(); http: res.end())
+//   X-Fuzz-Fault (http only): throw | reject | never (never reads nor answers)
+// Env: FUZZ_MAX_THREADS, FUZZ_READ_TIMEOUT (ms): the socket options.
 //
 // IPC: sends {ready: true} once listening; answers 'stats' with the socket's
 // native stats, the RSS and the number of handlers running. SIGTERM (or the
@@ -28,7 +35,6 @@ const parallel = Number(parallelArg ?? 32)
 // Bodies past this are read and counted but not kept (no memory growth).
 const MAX_BODY = 64 << 20
 
-let running = 0
 let served = 0
 // What each running handler is doing (reported in 'stats': a handler that
 // never ends is named with its token, which says which connection sent it).
@@ -37,11 +43,15 @@ const inFlight = new Set()
 function answer(token, id, stdin, data, big) {
   let text = `token=${token}\nid=${id}\nstdin=${stdin}\n`
   if (data !== undefined) text += `data=${data}\n`
-  if (big > 0) {
-    const unit = `${token};`
-    text += unit.repeat(Math.ceil(big / unit.length)).slice(0, big)
-  }
+  if (big > 0) text += pattern(token, 0, big)
   return text
+}
+
+/** Bytes [from, to) of the token repeated ("token;token;..."). */
+function pattern(token, from, to) {
+  const unit = `${token};`
+  const start = from - (from % unit.length)
+  return unit.repeat(Math.ceil((to - start) / unit.length)).slice(from - start, to - start)
 }
 
 async function digest(stream) {
@@ -58,21 +68,46 @@ async function digest(stream) {
   return `${len}:${hash.digest('hex')}`
 }
 
-function bigOf(value) {
+function numberOf(value, max) {
   const n = Number(value ?? 0)
-  return Number.isInteger(n) && n > 0 ? Math.min(n, 4 << 20) : 0
+  return Number.isInteger(n) && n > 0 ? Math.min(n, max) : 0
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/**
+ * FUZZ_STREAM=<n>: n more bytes of the pattern, in 64 KiB writes that wait
+ * for 'drain' whenever write() returns false (what an app that respects
+ * backpressure does); ends early if the stream closes.
+ */
+async function streamPattern(out, token, total) {
+  let closed = false
+  out.once('close', () => { closed = true })
+  for (let at = 0; at < total && !closed && !out.destroyed; at += 65536) {
+    if (!out.write(pattern(token, at, Math.min(total, at + 65536)))) {
+      await new Promise((resolve) => {
+        const done = () => { out.off('drain', done); out.off('close', done); resolve() }
+        out.on('drain', done)
+        out.on('close', done)
+      })
+    }
+  }
 }
 
 let socket
 let server
+const socketOptions = {
+  maxConns: 16384,
+  ...(process.env.FUZZ_MAX_THREADS ? { maxThreads: Number(process.env.FUZZ_MAX_THREADS) } : {}),
+  ...(process.env.FUZZ_READ_TIMEOUT ? { readTimeout: Number(process.env.FUZZ_READ_TIMEOUT) } : {}),
+}
 
 if (mode === 'loop') {
-  socket = initSocket(path, { maxConns: 16384 })
+  socket = initSocket(path, { ...socketOptions, backlog: 4096 })
   for (let i = 0; i < parallel; i++) {
     const req = new Request(socket)
     void (async () => {
       while (await req.accept()) {
-        running++
         const token = req.getParam('FUZZ_TOKEN') ?? ''
         const state = { token, id: req.requestId, role: req.role, stage: 'stdin' }
         inFlight.add(state)
@@ -80,55 +115,81 @@ if (mode === 'loop') {
           const stdin = await digest(req.stdin)
           state.stage = 'data'
           const data = req.role === 'FILTER' ? await digest(req.data) : undefined
+          state.stage = 'delay'
+          const delay = numberOf(req.getParam('FUZZ_DELAY'), 60000)
+          if (delay > 0) await Promise.race([sleep(delay), new Promise((resolve) => req.once('aborted', resolve))])
           state.stage = 'write'
-          const body = answer(token, req.requestId, stdin, data, bigOf(req.getParam('FUZZ_BIG')))
+          const body = answer(token, req.requestId, stdin, data, numberOf(req.getParam('FUZZ_BIG'), 4 << 20))
           if (!req.aborted) {
             const out = req.stdout
             out.on('error', () => {})
             out.write(`Content-Type: text/plain\r\n\r\n${body}`)
+            const more = numberOf(req.getParam('FUZZ_STREAM'), 1 << 30)
+            if (more > 0) await streamPattern(out, token, more)
           }
         } finally {
-          running--
           served++
           state.stage = 'finish'
         }
         await req.finish()
+        // FUZZ_FAULT=twice: finish() again, as an app that ends twice.
+        if (req.getParam('FUZZ_FAULT') === 'twice') await req.finish()
         inFlight.delete(state)
       }
     })()
   }
   process.send?.({ ready: true })
 } else if (mode === 'http') {
-  server = createServer({ maxConns: parallel, maxConnections: 16384 }, (req, res) => {
-    running++
-    const state = { token: String(req.headers['x-fuzz-token'] ?? ''), id: String(req.headers['x-fuzz-id'] ?? ''), stage: 'body' }
+  server = createServer({ ...socketOptions, maxConns: parallel, maxConnections: 16384, backlog: 4096 }, (req, res) => {
+    const token = String(req.headers['x-fuzz-token'] ?? '')
+    const id = String(req.headers['x-fuzz-id'] ?? '')
+    const state = { token, id, stage: 'body' }
     inFlight.add(state)
     res.on('close', () => inFlight.delete(state))
+    res.on('error', () => {})
+    // X-Fuzz-Fault: the handler misbehaves.
+    const fault = req.headers['x-fuzz-fault']
+    if (fault === 'throw') throw new Error('fuzz: handler throws')
+    if (fault === 'reject') return Promise.reject(new Error('fuzz: handler rejects'))
+    if (fault === 'never') return undefined  // never reads, never answers
     const hash = createHash('sha1')
     let len = 0
     let done = false
-    const end = (stdin) => {
+    const end = async (stdin) => {
       if (done) return
       done = true
+      state.stage = 'delay'
+      const delay = numberOf(req.headers['x-fuzz-delay'], 60000)
+      if (delay > 0) await Promise.race([sleep(delay), new Promise((resolve) => res.once('close', resolve))])
       state.stage = 'respond'
-      running--
       served++
-      const token = String(req.headers['x-fuzz-token'] ?? '')
-      const id = String(req.headers['x-fuzz-id'] ?? '')
       if (res.writableEnded || res.destroyed) return
       res.setHeader('Content-Type', 'text/plain')
-      res.end(answer(token, id, stdin, undefined, bigOf(req.headers['x-fuzz-big'])))
+      const body = answer(token, id, stdin, undefined, numberOf(req.headers['x-fuzz-big'], 4 << 20))
+      const more = numberOf(req.headers['x-fuzz-stream'], 1 << 30)
+      if (more > 0) {
+        res.write(body)
+        await streamPattern(res, token, more)
+        res.end()
+      } else {
+        res.end(body)
+      }
+      if (fault === 'twice') res.end('twice')
     }
     req.on('data', (chunk) => {
       len += chunk.length
       if (len <= MAX_BODY) hash.update(chunk)
     })
-    req.on('end', () => end(`${len}:${hash.digest('hex')}`))
-    req.on('error', () => end('error'))
-    req.on('aborted', () => end('error'))
-    res.on('error', () => {})
+    req.on('end', () => void end(`${len}:${hash.digest('hex')}`))
+    req.on('error', () => void end('error'))
+    req.on('aborted', () => void end('error'))
+    return undefined
   })
   server.on('clientError', () => {})
+  // The faults a handler throws are expected: counted, not printed.
+  let requestErrors = 0
+  server.on('requestError', () => { requestErrors++ })
+  server.requestErrors = () => requestErrors
   server.listen(path, () => process.send?.({ ready: true }))
 } else {
   console.error('usage: node scripts/fuzz-target.mjs <loop|http> <unix socket path> [parallel]')
@@ -137,7 +198,14 @@ if (mode === 'loop') {
 
 function stats() {
   const sock = socket ?? server?.fcgiSocket
-  return { stats: sock && !sock.closed ? sock.stats() : null, rss: process.memoryUsage().rss, running, served, inFlight: [...inFlight].slice(0, 20) }
+  return {
+    stats: sock && !sock.closed ? sock.stats() : null,
+    rss: process.memoryUsage().rss,
+    running: inFlight.size,
+    served,
+    requestErrors: server?.requestErrors?.() ?? 0,
+    inFlight: [...inFlight].slice(0, 20),
+  }
 }
 
 process.on('message', (msg) => {
