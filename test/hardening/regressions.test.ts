@@ -1,5 +1,8 @@
 // Bugs the protocol fuzzer (scripts/fuzz.mjs) found, each reproduced on its
 // own and deterministically where the original needed a race.
+import { spawn } from 'node:child_process'
+import path from 'node:path'
+
 import { afterEach, describe, expect, it } from 'vitest'
 
 import {
@@ -16,6 +19,7 @@ import {
 import { TestSession } from '../helpers/session.js'
 import { trackUncaught } from '../helpers/uncaught.js'
 import { sleep, tmpSocketPath, waitFor, withTimeout } from '../helpers/wait.js'
+import { assertDistFresh, ROOT } from '../lifecycle/child.js'
 
 const session = new TestSession()
 afterEach(() => session.release())
@@ -80,5 +84,57 @@ describe('FCGI_DATA read while a read of FCGI_STDIN is still in flight', () => {
     }
     await withTimeout(sock.close(), 5000, 'close')
     await withTimeout(loop, 5000, 'the accept loop')
+  })
+})
+
+describe('createServer: handlers that never answer and keep nothing', () => {
+  // The fuzz-target's never-ending handlers: with nothing holding the
+  // request, a garbage collection took the Request, its response and the
+  // accept loop itself; the native side ended the request, but the loop was
+  // gone for good: with maxConns 2, two such requests and a GC, the server
+  // never answered again.
+  it('a GC while they wait does not take the accept loops: once the web server leaves, the server serves again', async () => {
+    assertDistFresh()
+    const sock = tmpSocketPath('regr-gc')
+    const script = `
+      import net from 'node:net'
+      import { createServer } from ${JSON.stringify(path.join(ROOT, 'dist/index.js'))}
+      import { encodeRequest } from ${JSON.stringify(path.join(ROOT, 'test/helpers/fcgi-wire.mjs'))}
+      const server = createServer({ maxConns: 2 }, (req, res) => {
+        if (req.url === '/never') return new Promise(() => {})  // keeps nothing
+        res.end('ok')
+      })
+      server.listen(process.argv[1])
+      await new Promise((r) => server.once('listening', r))
+      async function send(uri, closeAfter) {
+        const c = net.connect(process.argv[1])
+        c.on('error', () => {})
+        const got = []
+        c.on('data', (d) => got.push(d))
+        await new Promise((r) => c.on('connect', r))
+        c.write(encodeRequest(uri))
+        const closed = new Promise((r) => c.on('close', r))
+        if (closeAfter) { await new Promise((r) => setTimeout(r, closeAfter)); c.destroy() }
+        await Promise.race([closed, new Promise((r) => setTimeout(r, 3000))])
+        c.destroy()
+        return Buffer.concat(got).toString('latin1')
+      }
+      const a = send('/never', 800), b = send('/never', 800)
+      await new Promise((r) => setTimeout(r, 300))
+      globalThis.gc()
+      await Promise.all([a, b])
+      const out = await send('/after', 0)
+      process.stdout.write(out.includes('ok') ? 'served' : 'not served')
+      process.exit(0)
+    `
+    const child = spawn(process.execPath, ['--expose-gc', '--input-type=module', '-e', script, sock], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => { out += d })
+    child.stderr.on('data', (d) => { err += d })
+    const code = await withTimeout(new Promise<number | null>((resolve) => child.on('exit', resolve)), 20000, 'the child').finally(() => child.kill('SIGKILL'))
+    expect(err).toBe('')
+    expect(out).toBe('served')
+    expect(code).toBe(0)
   })
 })
