@@ -143,15 +143,17 @@ if (mode === 'loop') {
   server = createServer({ ...socketOptions, maxConns: parallel, maxConnections: 16384, backlog: 4096 }, (req, res) => {
     const token = String(req.headers['x-fuzz-token'] ?? '')
     const id = String(req.headers['x-fuzz-id'] ?? '')
-    const state = { token, id, stage: 'body' }
+    // X-Fuzz-Fault: the handler misbehaves.
+    const fault = req.headers['x-fuzz-fault']
+    const state = { token, id, stage: 'body', fault }
     inFlight.add(state)
     res.on('close', () => inFlight.delete(state))
     res.on('error', () => {})
-    // X-Fuzz-Fault: the handler misbehaves.
-    const fault = req.headers['x-fuzz-fault']
     if (fault === 'throw') throw new Error('fuzz: handler throws')
     if (fault === 'reject') return Promise.reject(new Error('fuzz: handler rejects'))
-    if (fault === 'never') return undefined  // never reads, never answers
+    // Never reads, never answers, keeps nothing: only the server holds the
+    // request (see FcgiSocket._hold).
+    if (fault === 'never') return new Promise(() => {})
     const hash = createHash('sha1')
     let len = 0
     let done = false
