@@ -172,7 +172,6 @@ describe.each(['loop', 'http'] as const)('%s: web servers that read slowly or no
   it('4 peers that never read a 64 MiB response: the writes wait (RSS stays flat), the rest is served; a slow reader gets every byte', async () => {
     const t = await start(kind)
     const base = await t.baseline()
-    const by = startBystanders(t, 4)
     const stuck: net.Socket[] = []
     for (let i = 0; i < 4; i++) {
       const s = await rawConnect(t.path)
@@ -180,16 +179,18 @@ describe.each(['loop', 'http'] as const)('%s: web servers that read slowly or no
       s.write(buildRequest({ fuzz: { STREAM: String(64 * MiB) } }).bytes)
       stuck.push(s)
     }
-    await sleep(1500)
+    // Measured before the bystanders start: their garbage would blur it.
+    await sleep(1000)
     const during = await t.stats()
     expect(during.running, 'handlers waiting for drain').toBeGreaterThanOrEqual(4)
-    await sleep(1500)
+    await sleep(1000)
     const later = await t.stats()
-    console.log(`${kind}: RSS growth with 4 peers not reading: ${((during.rss - base.rss) / MiB).toFixed(1)} MiB after 1.5 s, ${((later.rss - base.rss) / MiB).toFixed(1)} MiB after 3 s`)
-    // 4 x 64 MiB buffered would be 256 MiB: what is held stays bounded, and
+    console.log(`${kind}: RSS growth with 4 peers not reading: ${((during.rss - base.rss) / MiB).toFixed(1)} MiB after 1 s, ${((later.rss - base.rss) / MiB).toFixed(1)} MiB after 2 s`)
+    // 4 x 64 MiB buffered would be 256 MiB: what is held stays small, and
     // does not grow while the peers keep not reading.
-    expect(later.rss - base.rss, 'RSS growth with 4 peers not reading (bytes)').toBeLessThan(64 * MiB)
-    expect(later.rss - during.rss, 'RSS growth from 1.5 s to 3 s (bytes)').toBeLessThan(16 * MiB)
+    expect(later.rss - base.rss, 'RSS growth with 4 peers not reading (bytes)').toBeLessThan(32 * MiB)
+    expect(later.rss - during.rss, 'RSS growth from 1 s to 2 s (bytes)').toBeLessThan(8 * MiB)
+    const by = startBystanders(t, 4)
 
     // A slow reader: 4 MiB read in pauses, every byte checked.
     const conn = await FcgiConnection.connect({ path: t.path })
@@ -214,7 +215,8 @@ describe.each(['loop', 'http'] as const)('%s: web servers that read slowly or no
     expect(t.alive).toBe(true)
     for (const s of stuck) s.destroy()
     expect(await by.stop()).toEqual([])
-    await t.expectIdle(base, { rssGrowth: 64 * MiB })
+    // The slow reader's 4 MiB and the bystanders leave garbage V8 keeps a while.
+    await t.expectIdle(base, { rssGrowth: 96 * MiB })
   }, 60_000)
 })
 
