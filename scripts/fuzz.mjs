@@ -118,6 +118,8 @@ class Rng {
 
 // ------------------------------------------------------------ records
 
+// The server's default limits on one request's params (src/socket.ts).
+const PARAMS_MAX_BYTES = 1 << 20
 const T = { BEGIN: 1, ABORT: 2, END: 3, PARAMS: 4, STDIN: 5, STDOUT: 6, STDERR: 7, DATA: 8, GET_VALUES: 9, GET_VALUES_RESULT: 10, UNKNOWN_TYPE: 11 }
 const EMPTY = Buffer.alloc(0)
 
@@ -243,7 +245,18 @@ function validRequest(r, ctx, target, force = {}) {
   if (stdinLen > 0) params.push(['CONTENT_TYPE', 'application/octet-stream'])
   if (big > 0) params.push(['FUZZ_BIG', String(big)], ['HTTP_X_FUZZ_BIG', String(big)])
   if (data) params.push(['FCGI_DATA_LENGTH', String(data.length)])
-  for (let i = r.int(r.chance(0.1) ? 200 : 12); i > 0; i--) params.push([`X_${paramName(r)}`, paramValue(r)])
+  // Extra params, within the server's default limits (paramsMaxBytes 1 MiB
+  // of names and values, paramsMaxCount 1000): a request past them is
+  // dropped by design, so it is not a valid request here.
+  let paramBytes = params.reduce((n, [k, v]) => n + k.length + v.length, 0)
+  for (let i = r.int(r.chance(0.1) ? 200 : 12); i > 0; i--) {
+    const name = `X_${paramName(r)}`
+    const value = paramValue(r)
+    if (paramBytes + name.length + value.length > PARAMS_MAX_BYTES) continue
+    paramBytes += name.length + value.length
+    params.push([name, value])
+  }
+  if (process.env.FUZZ_DEBUG_PARAMS) console.error(`params: ${params.length} pairs, ${paramBytes} bytes`)
   // Shuffle the extra params in among the others (order must not matter).
   for (let i = params.length - 1; i > 0; i--) {
     const j = r.int(i + 1)
@@ -527,6 +540,9 @@ async function runConnection(seed, target, index, sockPath, stats) {
       for (const x of recs) ctx.ids.add(x.id & 0xffff)
       let buf = serialize(recs)
       for (const name of applied) if (BYTE_MUTATIONS[name]) buf = BYTE_MUTATIONS[name](r, buf)
+      // Flipped bytes may have changed request ids: the ids sent are those
+      // of the records as the server frames them.
+      for (let at = 0; at + 8 <= buf.length; at += 8 + buf.readUInt16BE(at + 4) + buf[at + 6]) ctx.ids.add(buf.readUInt16BE(at + 2))
       if (stats.dump) {
         console.error(`connection ${index}: mutated request ${req.id} (${applied.join(', ')}), ${buf.length} of ${serialize(recs).length} bytes sent:`)
         for (const x of recs) console.error(`  v${x.version} type ${x.type} id ${x.id} content ${x.content.length}${x.length !== undefined ? ` (declared ${x.length})` : ''} padding ${x.padding}`)
