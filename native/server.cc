@@ -605,9 +605,14 @@ void Server::PollerMain() {
     Dispatch(&claimed);
     if (!listen_armed_ && !closed_ && defer_until_ms_ == 0) emfile = true;
     if (watching_) {
-      if (runnable_.empty() || idle_threads_ + starting_threads_ > 0 || threads_ >= options_.max_threads) {
+      // Watch for as long as work is queued. An idle (or starting) thread
+      // seen now may be about to take that work and block on a slow peer
+      // too: stopping the watch then left the rest of the queue waiting,
+      // with no new work to restart the watch, until a blocked thread came
+      // back (readTimeout for a peer stalled mid-record).
+      if (runnable_.empty() || threads_ >= options_.max_threads) {
         watching_ = false;
-      } else if (NowMs() - last_progress_ms_ >= kStarvedMs) {
+      } else if (idle_threads_ + starting_threads_ == 0 && NowMs() - last_progress_ms_ >= kStarvedMs) {
         SpawnWorker();  // every thread is stuck (slow peers): one more
         last_progress_ms_ = NowMs();
       }

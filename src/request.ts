@@ -111,6 +111,10 @@ export class Request extends EventEmitter {
   #acceptWaiter: ((ok: boolean) => void) | undefined
   #acceptReject: ((err: Error) => void) | undefined
   #readTarget: InputStream | undefined
+  // A read asked for by the other input stream while one was still in flight
+  // (FCGI_DATA after FCGI_STDIN was destroyed by an abort before its read
+  // completed): sent once that stream is over, or it would wait forever.
+  #deferredRead: { stream: 0 | 1; max: number; target: InputStream } | undefined
   // Writes wait here until the check phase of this loop turn, so that a response
   // written and finished in one go leaves in a single native operation.
   #outQueue: Array<{ stream: 1 | 2; chunk: Buffer; cb: Callback }> = []
@@ -336,7 +340,11 @@ export class Request extends EventEmitter {
 
   /** @internal */
   _read(stream: 0 | 1, max: number, target: InputStream): void {
-    if (this.#state !== 'active' || this.#readTarget) return
+    if (this.#state !== 'active') return
+    if (this.#readTarget) {
+      if (this.#readTarget !== target) this.#deferredRead = { stream, max, target }
+      return
+    }
     this.#readTarget = target
     this.#begin()
     native.read(this.#slot!, stream, max)
@@ -409,6 +417,12 @@ export class Request extends EventEmitter {
         this.#end()
         const target = this.#readTarget
         this.#readTarget = undefined
+        // The other stream's read waits until this stream is over (destroyed or at its end).
+        const deferred = this.#deferredRead
+        if (deferred && (!target || target.destroyed || (status === 0 && n1 === 1))) {
+          this.#deferredRead = undefined
+          if (!deferred.target.destroyed) queueMicrotask(() => this._read(deferred.stream, deferred.max, deferred.target))
+        }
         if (!target || target.destroyed) return
         if (status !== 0) {
           target.destroy(status === 125 /* ECANCELED */ ? undefined : statusError(status, 'read'))
@@ -458,6 +472,7 @@ export class Request extends EventEmitter {
     this.#exitStatus = 0
     this.#controller = undefined
     this.#stdin = this.#data = this.#stdout = this.#stderr = undefined
+    this.#deferredRead = undefined
     this.#state = 'active'
   }
 

@@ -86,6 +86,7 @@ export class FcgiSocket extends EventEmitter {
   #handle: ServerHandle | undefined
   #slots = new Map<number, WeakRef<{ _onNativeEvent: Listener }>>()
   #pinned = new Set<object>()
+  #held = new Set<object>()  // createServer's accept loops (see _hold)
   #active = new Set<number>()
   #closed = false
   #userRef = true
@@ -206,6 +207,22 @@ export class FcgiSocket extends EventEmitter {
     this.#pinned.delete(owner)
   }
 
+  /**
+   * @internal A Request that a server loop serves for as long as it runs,
+   * kept reachable even while no op of it is in flight: otherwise a handler
+   * that keeps nothing (awaiting a promise that never settles) lets the
+   * Request, its response and the loop itself be collected, and the loop is
+   * lost for good (createServer stops serving once all are).
+   */
+  _hold(owner: object): void {
+    this.#held.add(owner)
+  }
+
+  /** @internal */
+  _release(owner: object): void {
+    this.#held.delete(owner)
+  }
+
   #requireHandle(): ServerHandle {
     if (!this.#handle) throw new FastCGIError('ERR_FASTCGI_SOCKET_CLOSED', 'the FastCGI socket is closed')
     return this.#handle
@@ -318,6 +335,7 @@ export class FcgiSocket extends EventEmitter {
         this.#draining = undefined
         native.serverDestroy(handle)
         this.#pinned.clear()
+        this.#held.clear()
         const waiters = this.#closeWaiters.splice(0)
         for (const w of waiters) w()
         this.emit('close')

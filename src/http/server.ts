@@ -249,13 +249,20 @@ export class Server extends EventEmitter {
     // One 'aborted' listener for the life of the slot (the Request object
     // serves request after request), not one per request.
     fcgi.on('aborted', () => slot.conn?._aborted())
-    while (await fcgi.accept()) {
-      try {
-        await this.#handle(fcgi, slot)
-      } catch (err) {
-        this.#report(err as Error)
+    // The socket holds the Request (and through its listeners this loop)
+    // while the loop runs, whatever the handler keeps (see FcgiSocket._hold).
+    socket._hold(fcgi)
+    try {
+      while (await fcgi.accept()) {
+        try {
+          await this.#handle(fcgi, slot)
+        } catch (err) {
+          this.#report(err as Error)
+        }
+        slot.conn = undefined
       }
-      slot.conn = undefined
+    } finally {
+      socket._release(fcgi)
     }
   }
 
