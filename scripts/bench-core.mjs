@@ -43,26 +43,17 @@
 //            temporary directory unless --docs is given.
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { BODY_1M, BODY_64K, SIZE_1M, SIZE_64K } from '../bench/bodies.mjs'
 import { cellTitle, concurrencySvg, fmt, headlineTable, resultsMarkdown, targetsTable } from './bench-report.mjs'
+import { freePort, options, parseWrk, waitFor } from './lib/script-util.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const args = process.argv.slice(2)
-const flag = (name) => args.includes(`--${name}`)
-const optStr = (name, dflt) => {
-  const i = args.indexOf(`--${name}`)
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : dflt
-}
-const optNum = (name, dflt) => {
-  const v = Number(optStr(name, dflt))
-  if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} wants a number`)
-  return v
-}
+const { flag, optStr, optNum } = options(args)
 const QUICK = flag('quick')
 const ROUNDS = optNum('rounds', QUICK ? 1 : 3)
 const SECONDS = optNum('seconds', QUICK ? 2 : 5)
@@ -135,27 +126,6 @@ const have = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
 function need(cmd, pkg) { if (!have(cmd)) aptInstall(pkg, cmd) }
 function needFile(file, pkg) { if (!fs.existsSync(file)) aptInstall(pkg, file) }
 
-function waitFor(cond, ms, what) {
-  const end = Date.now() + ms
-  return new Promise((resolve, reject) => {
-    const tick = () => {
-      if (cond()) return resolve()
-      if (Date.now() > end) return reject(new Error(`timed out waiting for ${what}`))
-      setTimeout(tick, 20)
-    }
-    tick()
-  })
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer().on('error', reject).listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
-}
-
 // The open-files limit for wrk, nginx and the C app (1024 connections need
 // more than the usual 1024): 65535, or the hard limit when it cannot be
 // raised (not root, or no CAP_SYS_RESOURCE).
@@ -204,30 +174,6 @@ function resetPeakRss(pid) {
 }
 
 // ---- wrk
-
-const UNITS = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }
-function parseWrk(out) {
-  const num = (re) => { const m = re.exec(out); return m ? m[1] : undefined }
-  const dur = (s) => {
-    if (!s) return NaN
-    const m = /([\d.]+)(us|ms|s|m)$/.exec(s)
-    return m ? Number(m[1]) * { us: 0.001, ms: 1, s: 1000, m: 60000 }[m[2]] : NaN
-  }
-  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out)
-  const read = /requests in [\d.]+\w+, ([\d.]+)([KMGT]?)B read/.exec(out)
-  return {
-    rps: Number(num(/Requests\/sec:\s+([\d.]+)/)),
-    requests: Number(num(/(\d+) requests in/)),
-    bytesRead: read ? Number(read[1]) * UNITS[read[2]] : NaN,
-    // Anchored: the "+/- Stdev" column (e.g. "75.50%") must not pass for a percentile.
-    meanMs: dur(num(/^\s*Latency\s+([\d.]+(?:us|ms|s|m))\s/m)),
-    p50: dur(num(/^\s*50%\s+([\d.]+(?:us|ms|s|m))\s*$/m)),
-    p99: dur(num(/^\s*99%\s+([\d.]+(?:us|ms|s|m))\s*$/m)),
-    non2xx: Number(num(/Non-2xx or 3xx responses: (\d+)/) ?? 0),
-    socketErrors: socketErrors ? socketErrors.slice(1).reduce((a, b) => a + Number(b), 0) : 0,
-    socketErrorText: socketErrors ? socketErrors[0] : '',
-  }
-}
 
 let postScript
 function runWrk(front, cell, seconds) {

@@ -1,6 +1,7 @@
 // Rendering of scripts/bench-core.mjs's results: markdown tables (printed, and
 // docs/benchmarks.md) and a hand-written SVG line chart of req/s by
 // concurrency (docs/benchmarks-concurrency.svg). No dependencies.
+import { esc, niceMax } from './lib/script-util.mjs'
 
 export const fmt = (x, d = 0) => {
   if (!Number.isFinite(x)) return 'n/a'
@@ -105,17 +106,10 @@ export function resultsMarkdown(report) {
   return out.join('\n')
 }
 
-const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
 
 const COLORS = { c: '#333333', loop: '#1f77b4', http: '#2ca02c', 'node-http': '#ff7f0e', 'node-fastcgi': '#d62728' }
 const EXTRA_COLORS = ['#9467bd', '#8c564b', '#e377c2', '#17becf']
 
-function niceMax(v) {
-  if (!(v > 0)) return 1
-  const p = 10 ** Math.floor(Math.log10(v))
-  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p
-  return 10 * p
-}
 const short = (v) => (v >= 1e6 ? `${+(v / 1e6).toFixed(1)}M` : v >= 1000 ? `${+(v / 1000).toFixed(1)}k` : `${+v.toFixed(0)}`)
 
 /**

@@ -46,16 +46,11 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+import { esc, freePort, niceMax, options, parseWrk, sleep, waitFor, withTimeout } from './lib/script-util.mjs'
+
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const args = process.argv.slice(2)
-const flag = (name) => args.includes(`--${name}`)
-const optNum = (name, dflt) => {
-  const i = args.indexOf(`--${name}`)
-  if (i < 0) return dflt
-  const v = Number(args[i + 1])
-  if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} wants a number`)
-  return v
-}
+const { flag, optNum } = options(args)
 
 const BODY_64K = Buffer.alloc(64 * 1024, 'k')
 const UPLOAD_SIZE = 256 * 1024
@@ -290,7 +285,7 @@ end
     [`RSS growth after warm-up < ${LIMIT_MIB} MiB (median RSS of requests ${loadEnd.requests - span > warm.requests ? (loadEnd.requests - span).toLocaleString('en') : warm.requests.toLocaleString('en')}..${loadEnd.requests.toLocaleString('en')} minus that of ${warm.requests.toLocaleString('en')}..${(warm.requests + span).toLocaleString('en')})`, growth < LIMIT_MIB * 1024 * 1024, `${signedMib(growth)} MiB (single samples: ${signedMib(loadEnd.rss - warm.rss)} MiB from ${mib(warm.rss)} to ${mib(loadEnd.rss)}; peak after warm-up ${mib(peak.rss)} MiB at ${peak.requests.toLocaleString('en')})`],
     [`fds back to idle (${idle.fds})`, after.fds <= idle.fds, `${after.fds}`],
     [`threads back to idle (${idle.threads})`, after.threads <= idle.threads, `${after.threads}`],
-    ['wrk: no non-2xx response, no socket error', w.non2xx === 0 && w.socketErrors === 0, `non-2xx ${w.non2xx}, socket errors ${w.socketErrors}${w.errorsText ? ` (${w.errorsText})` : ''}`],
+    ['wrk: no non-2xx response, no socket error', w.non2xx === 0 && w.socketErrors === 0, `non-2xx ${w.non2xx}, socket errors ${w.socketErrors}${w.socketErrorText ? ` (${w.socketErrorText})` : ''}`],
   ]
   const pass = checksList.every(([, ok]) => ok)
   console.log(`\nsoak: ${final.requests - idle.before} requests in ${elapsed.toFixed(0)} s (${((final.requests - idle.before) / elapsed).toFixed(0)} req/s): wrk ${w.requests} (${w.rps} req/s), aborting clients ${abortStats.slow} dropped /slow + ${abortStats.upload} dropped uploads; the app saw ${final.aborted} responses cut short`)
@@ -318,30 +313,6 @@ end
 function fail(msg) {
   console.error(`soak: ${msg}`)
   process.exit(1)
-}
-function sleep(ms) { return new Promise((r) => setTimeout(r, ms)) }
-function withTimeout(p, ms, what) {
-  let t
-  return Promise.race([p, new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms) })]).finally(() => clearTimeout(t))
-}
-function waitFor(cond, ms, what) {
-  const end = Date.now() + ms
-  return new Promise((resolve, reject) => {
-    const tick = () => {
-      if (cond()) return resolve()
-      if (Date.now() > end) return reject(new Error(`timed out waiting for ${what}`))
-      setTimeout(tick, 20)
-    }
-    tick()
-  })
-}
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer().on('error', reject).listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
 }
 const mib = (bytes) => (bytes / 1048576).toFixed(1)
 const signedMib = (bytes) => `${bytes >= 0 ? '+' : ''}${mib(bytes)}`
@@ -389,28 +360,9 @@ function abortUpload(port) {
   })
 }
 
-function parseWrk(out) {
-  const num = (re) => { const m = re.exec(out); return m ? Number(m[1]) : 0 }
-  const errs = /Socket errors: (.*)/.exec(out)
-  let socketErrors = 0
-  if (errs) for (const m of errs[1].matchAll(/(\d+)/g)) socketErrors += Number(m[1])
-  return {
-    requests: num(/(\d+) requests in/),
-    rps: num(/Requests\/sec:\s+([\d.]+)/),
-    non2xx: num(/Non-2xx or 3xx responses: (\d+)/),
-    socketErrors,
-    errorsText: errs ? errs[1].trim() : '',
-  }
-}
 
 // ---------------------------------------------------------------- docs
 
-function esc(s) { return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;') }
-function niceMax(v) {
-  const p = 10 ** Math.floor(Math.log10(v))
-  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p
-  return 10 * p
-}
 function shortCount(v) { return v >= 1e6 ? `${+(v / 1e6).toFixed(2)}M` : v >= 1e3 ? `${+(v / 1e3).toFixed(0)}k` : String(v) }
 
 // RSS (MiB) over requests served: a line, the warm-up point, and the band
