@@ -78,3 +78,20 @@ export function serveLoops(sock: FcgiSocket, n: number, handler: (req: Request) 
   }
   return Promise.all(loops)
 }
+
+/**
+ * `n` accept loops on `sock` that drain each request's body and answer
+ * "ok <REQUEST_URI>"; a loop that fails pushes its error to `errors`.
+ */
+export function serveOkLoops(sock: FcgiSocket, n: number, errors: unknown[]): void {
+  for (let i = 0; i < n; i++) {
+    void (async () => {
+      const req = new Request(sock)
+      while (await req.accept()) {
+        for await (const _ of req.stdin) { /* drain */ }
+        req.stdout.write(`Content-Type: text/plain\r\n\r\nok ${req.env.REQUEST_URI}`)
+        await req.finish()
+      }
+    })().catch((err: unknown) => errors.push(err))
+  }
+}

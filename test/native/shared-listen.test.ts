@@ -10,7 +10,8 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 
-import { initSocket, Request, type FcgiSocket, type SocketOptions } from '../../src/index.js'
+import { initSocket, type FcgiSocket, type SocketOptions } from '../../src/index.js'
+import { serveOkLoops } from '../helpers/session.js'
 import { native } from '../../src/native.js'
 import { defaultParams, FcgiConnection, fcgiRequest, parseCgiResponse, type FcgiTarget } from '../helpers/fcgi-client.js'
 import { tmpSocketPath, waitFor, withTimeout } from '../helpers/wait.js'
@@ -50,16 +51,7 @@ async function spawnWithSocketAsStdin(fd: number): Promise<void> {
 function serve(path: string, options: SocketOptions = {}): FcgiSocket {
   const s = initSocket({ path }, options)
   sockets.push(s)
-  for (let i = 0; i < 2; i++) {
-    void (async () => {
-      const req = new Request(s)
-      while (await req.accept()) {
-        for await (const _ of req.stdin) { /* drain */ }
-        req.stdout.write(`Content-Type: text/plain\r\n\r\nok ${req.env.REQUEST_URI}`)
-        await req.finish()
-      }
-    })().catch((err: unknown) => loopErrors.push(err))
-  }
+  serveOkLoops(s, 2, loopErrors)
   return s
 }
 

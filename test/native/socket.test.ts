@@ -7,6 +7,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { FastCGIError, initSocket, Request, type FcgiSocket, type SocketOptions, type SystemError } from '../../src/index.js'
+import { serveOkLoops } from '../helpers/session.js'
 import { defaultParams, fcgiRequest, FcgiConnection, encodeRequest, parseCgiResponse, type FcgiTarget } from '../helpers/fcgi-client.js'
 import { freePort, sleep, tmpSocketPath, waitFor, withTimeout } from '../helpers/wait.js'
 
@@ -43,16 +44,7 @@ function track(s: FcgiSocket): FcgiSocket {
 /** initSocket + two accept loops answering "ok <uri>". */
 function serve(address: Parameters<typeof initSocket>[0], options: SocketOptions = {}): FcgiSocket {
   const s = track(initSocket(address, options))
-  for (let i = 0; i < 2; i++) {
-    void (async () => {
-      const req = new Request(s)
-      while (await req.accept()) {
-        for await (const _ of req.stdin) { /* drain */ }
-        req.stdout.write(`Content-Type: text/plain\r\n\r\nok ${req.env.REQUEST_URI}`)
-        await req.finish()
-      }
-    })().catch((err: unknown) => loopErrors.push(err))
-  }
+  serveOkLoops(s, 2, loopErrors)
   return s
 }
 
