@@ -299,7 +299,7 @@ export class Server extends EventEmitter {
     let done: Promise<void>
     if (this.requestTimeout > 0 && !req.complete) {
       const timer = setTimeout(() => {
-        if (!req.complete) this.#timedOut(res, conn)
+        if (!req.complete) this.#timedOut(req, res, conn)
       }, this.requestTimeout)
       timer.unref()
       req.once('end', () => clearTimeout(timer))
@@ -365,9 +365,15 @@ export class Server extends EventEmitter {
   }
 
   /** requestTimeout: 408 if nothing was sent; else the response is cut short. */
-  #timedOut(res: ServerResponse, conn: FcgiConnection): void {
+  #timedOut(req: IncomingMessage, res: ServerResponse, conn: FcgiConnection): void {
     if (res.writableEnded) return
-    if (res.headersSent || !endWith(res, 408, undefined)) conn.destroy()
+    // As node:http: 'clientError' with ERR_HTTP_REQUEST_TIMEOUT (here for
+    // information: the answer follows), and a line for the web server's log.
+    const sent = res.headersSent
+    const err = Object.assign(new Error(`request body not complete after requestTimeout ${this.requestTimeout} ms`), { code: 'ERR_HTTP_REQUEST_TIMEOUT' })
+    res.stderr.write(`libfcgi: ${req.method} ${req.url}: ${err.message}: ${sent ? 'response cut short' : 'answered 408'}\n`)
+    this.emit('clientError', err, conn)
+    if (sent || !endWith(res, 408, undefined)) conn.destroy()
   }
 
   /** 'error' is for the listening socket (as node:http); listener failures go to 'requestError', else stderr. */

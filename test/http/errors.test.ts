@@ -21,6 +21,7 @@ import {
   encodeRequest,
   FCGI_END_REQUEST,
   FCGI_STDIN,
+  FCGI_STDERR,
   FCGI_STDOUT,
   FcgiConnection,
   fcgiRequest,
@@ -83,23 +84,26 @@ async function getCut(path: string, uri: string): Promise<{ stdout: Buffer; ende
   return exchange(path, encodeRequest({ requestId: 1, params: defaultParams({ REQUEST_URI: uri }) }))
 }
 
-/** Sends raw records, collects FCGI_STDOUT until FCGI_END_REQUEST (ended) or the connection closes. */
-async function exchange(path: string, records: Buffer): Promise<{ stdout: Buffer; ended: boolean }> {
+/** Sends raw records, collects FCGI_STDOUT (and FCGI_STDERR) until FCGI_END_REQUEST (ended) or the connection closes. */
+async function exchange(path: string, records: Buffer): Promise<{ stdout: Buffer; stderr: string; ended: boolean }> {
   const conn = await FcgiConnection.connect({ path })
   try {
     void conn.write(records)
     const stdout: Buffer[] = []
+    const stderr: Buffer[] = []
+    const result = (ended: boolean) => ({ stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr).toString(), ended })
     for (;;) {
-      if (conn.closed && conn.pending.length === 0) return { stdout: Buffer.concat(stdout), ended: false }
+      if (conn.closed && conn.pending.length === 0) return result(false)
       let rec
       try {
         rec = await conn.readRecord(10000)
       } catch (err) {
-        if (conn.closed) return { stdout: Buffer.concat(stdout), ended: false }
+        if (conn.closed) return result(false)
         throw err
       }
       if (rec.type === FCGI_STDOUT) stdout.push(rec.content)
-      if (rec.type === FCGI_END_REQUEST) return { stdout: Buffer.concat(stdout), ended: true }
+      if (rec.type === FCGI_STDERR) stderr.push(rec.content)
+      if (rec.type === FCGI_END_REQUEST) return result(true)
     }
   } finally {
     conn.destroy()
@@ -238,7 +242,7 @@ describe('a request listener that fails', () => {
 
 describe('requestTimeout (as node:http: the time to receive the request)', () => {
   /** A POST announcing 10 body bytes of which only 3 ever arrive; returns what came back and whether END_REQUEST did. */
-  function postStalled(path: string, uri: string): Promise<{ stdout: Buffer; ended: boolean }> {
+  function postStalled(path: string, uri: string): Promise<{ stdout: Buffer; stderr: string; ended: boolean }> {
     return exchange(path, Buffer.concat([
       encodeBeginRequest(1, 1, false),
       encodeParams(1, defaultParams({ REQUEST_URI: uri, REQUEST_METHOD: 'POST', CONTENT_LENGTH: '10' })),
@@ -246,7 +250,7 @@ describe('requestTimeout (as node:http: the time to receive the request)', () =>
     ]))
   }
 
-  it('a request whose body does not arrive in time is answered 408', async () => {
+  it("a request whose body does not arrive in time is answered 408, logged on FCGI_STDERR, 'clientError' ERR_HTTP_REQUEST_TIMEOUT", async () => {
     const events: string[] = []
     const { server, path } = await start((req, res) => {
       if (ok(req, res)) return
@@ -255,11 +259,15 @@ describe('requestTimeout (as node:http: the time to receive the request)', () =>
       req.resume()  // reads the body, which never completes
     }, { requestTimeout: 500 })
     const failures = collectFailures(server)
+    const clientErrors: string[] = []
+    server.on('clientError', (err: Error & { code?: string }) => clientErrors.push(err.code ?? ''))
     const t0 = Date.now()
     const r = await postStalled(path, '/stalled')
     expect(Date.now() - t0).toBeGreaterThanOrEqual(450)
     expect(r.ended).toBe(true)
     expect(parseCgiResponse(r.stdout).status).toBe(408)
+    expect(r.stderr).toBe('libfcgi: POST /stalled: request body not complete after requestTimeout 500 ms: answered 408\n')
+    expect(clientErrors).toEqual(['ERR_HTTP_REQUEST_TIMEOUT'])
     await waitFor(() => events.length === 2, { what: "'close' on req and res" })
     expect(events.sort()).toEqual(['req close', 'res close'])
     expect(failures).toEqual([])
