@@ -734,6 +734,14 @@ void Server::AcceptConnections() {
     ev.data.u64 = kListenId;
     epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
     listen_armed_ = false;
+    // Tell JS (a line for the operator): new connections now wait in the
+    // listen backlog. JS limits how often it is shown.
+    stats_.max_conns_reached++;
+    auto* n = new Completion();
+    n->slot_id = 0;
+    n->kind = EventKind::kDropped;
+    n->status = kMaxConnsReached;
+    Post(n);
   }
 }
 

@@ -52,12 +52,14 @@ enum class EventKind : uint8_t {
   kWrite = 3,   // stdout/stderr bytes were handed to the kernel
   kFinish = 4,  // FCGX_Finish_r done: end-request sent
   kAbort = 5,   // the web server aborted or dropped the request
-  kDropped = 6, // a connection was dropped at accept (slot 0; status: FCGX_AcceptError)
+  kDropped = 6, // a connection dropped at accept (slot 0; status: FCGX_AcceptError),
+                // or kMaxConnsReached
 };
 
 // Status codes in Completion::status besides 0 (ok), errno (> 0) and
 // libfcgi's FCGX_* codes (< 0):
 constexpr int kClosed = -1000;  // accept: the server socket was closed
+constexpr int kMaxConnsReached = -1001;  // kDropped: at max_conns, accepting paused
 
 // ---- The thread boundary: built on a worker/poller, consumed on JS thread.
 struct Completion {
@@ -127,6 +129,7 @@ struct Stats {
   uint64_t inline_finishes = 0;  // ended by FinishNow on the JS thread (all sent at once)
   uint64_t idle_timeouts = 0;    // kept connections closed after idle_timeout_ms
   uint64_t dropped_requests = 0; // unreadable (malformed, over the params limits, stalled)
+  uint64_t max_conns_reached = 0;  // times the connection cap stopped accepting
 };
 
 class Server;

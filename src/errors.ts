@@ -14,6 +14,7 @@ export type FastCGIErrorCode =
   | 'ERR_FASTCGI_READ_PENDING'
   | 'ERR_FASTCGI_UNKNOWN_USER'
   | 'ERR_FASTCGI_UNKNOWN_GROUP'
+  | 'ERR_FASTCGI_MAX_CONNS'
 
 export class FastCGIError extends Error {
   readonly code: FastCGIErrorCode

@@ -26,6 +26,8 @@ export const enum EventKind {
 
 /** Completion status besides 0, errno (> 0) and FCGX_* codes (< 0). */
 export const STATUS_CLOSED = -1000
+/** EventKind.Dropped: the connection cap was reached (no connection was dropped). */
+export const STATUS_MAX_CONNS = -1001
 
 /** Called on the JS thread when completions are waiting: call drain(). */
 export type WakeCallback = () => void
@@ -80,6 +82,8 @@ export interface NativeStats {
   idleTimeouts: number
   /** Requests dropped unread: malformed, params over paramsMaxBytes/paramsMaxCount, or a peer stalled past readTimeout. */
   droppedRequests: number
+  /** Times the connection cap (maxConns) was reached: accepting paused, new connections waited in the backlog. */
+  maxConnsReached: number
 }
 
 export interface Native {

@@ -8,7 +8,7 @@ import os from 'node:os'
 
 import { type ListenAddress, type ListenTarget, parseAllowedClients, parseListenAddress } from './address.js'
 import { FastCGIError, type FastCGIErrorCode, systemError } from './errors.js'
-import { EventKind, type FdResult, native, type NativeServerOptions, type NativeStats, type ServerHandle, type SlotHandle, STATUS_CLOSED } from './native.js'
+import { EventKind, type FdResult, native, type NativeServerOptions, type NativeStats, type ServerHandle, type SlotHandle, STATUS_CLOSED, STATUS_MAX_CONNS } from './native.js'
 
 /** FastCGI's listen socket as inherited from a web server (FCGI_LISTENSOCK_FILENO). */
 export const FCGI_LISTENSOCK_FILENO = 0
@@ -97,7 +97,7 @@ export class FcgiSocket extends EventEmitter {
   #accepting = 0  // accept()s handed to the native side, not completed yet
   #settleTimer: NodeJS.Timeout | undefined
   #settleDeadline = 0
-  readonly #limits: { paramsMaxBytes: number; paramsMaxCount: number; readTimeoutMs: number }
+  readonly #limits: { paramsMaxBytes: number; paramsMaxCount: number; readTimeoutMs: number; maxConns: number }
 
   /** @internal use initSocket() */
   constructor(fd: number, target: ListenTarget, options: NativeServerOptions, socketFile?: SocketFile) {
@@ -105,7 +105,7 @@ export class FcgiSocket extends EventEmitter {
     this.fd = fd
     this.#target = target
     this.#socketFile = socketFile
-    this.#limits = { paramsMaxBytes: options.paramsMaxBytes, paramsMaxCount: options.paramsMaxCount, readTimeoutMs: options.readTimeoutMs }
+    this.#limits = { paramsMaxBytes: options.paramsMaxBytes, paramsMaxCount: options.paramsMaxCount, readTimeoutMs: options.readTimeoutMs, maxConns: options.maxConns }
     const handle = native.serverCreate(fd, options, this.#drain)
     if ('errno' in handle) {
       native.closeFd(fd)
@@ -273,6 +273,12 @@ export class FcgiSocket extends EventEmitter {
    */
   #dropped(status: number): void {
     const l = this.#limits
+    if (status === STATUS_MAX_CONNS) {
+      const err = new FastCGIError('ERR_FASTCGI_MAX_CONNS', `${l.maxConns} connections are open, the limit (initSocket's maxConns, createServer's maxConnections): new connections wait in the listen backlog until one closes`)
+      if (this.listenerCount('warning') > 0) this.emit('warning', err)
+      else reportLimit('maxConns', err)
+      return
+    }
     let code: FastCGIErrorCode
     let why: string
     if (status === FCGX_PARAMS_ERROR) {
@@ -372,24 +378,29 @@ const FCGX_UNSUPPORTED_VERSION = -2
 const FCGX_PARAMS_ERROR = -4
 const { EAGAIN, ETIMEDOUT } = os.constants.errno
 
-let lastDropReport = 0
-let dropsNotReported = 0
+const lastReport = new Map<string, { at: number; skipped: number }>()
 
 /**
- * @internal The default report of a dropped request (no 'clientError'
- * listener): one stderr line at most every 10 s, so a flood of bad requests
+ * @internal A line on stderr for the operator, at most one every 10 s per
+ * kind (with the count of those not shown), so a flood of bad requests
  * cannot flood the log.
  */
-export function reportDropped(err: Error): void {
+export function reportLimit(kind: string, err: Error): void {
   const now = Date.now()
-  if (now - lastDropReport < 10_000) {
-    dropsNotReported++
+  const last = lastReport.get(kind) ?? { at: 0, skipped: 0 }
+  if (now - last.at < 10_000) {
+    last.skipped++
+    lastReport.set(kind, last)
     return
   }
-  const more = dropsNotReported > 0 ? ` (and ${dropsNotReported} more since the last report)` : ''
-  lastDropReport = now
-  dropsNotReported = 0
+  const more = last.skipped > 0 ? ` (and ${last.skipped} more since the last report)` : ''
+  lastReport.set(kind, { at: now, skipped: 0 })
   process.stderr.write(`libfcgi: ${err.message}${more}\n`)
+}
+
+/** @internal The default report of a dropped request (no 'clientError' listener). */
+export function reportDropped(err: Error): void {
+  reportLimit('dropped', err)
 }
 
 /** @internal A unix socket file this process made: removed at close only if it is still that file. */

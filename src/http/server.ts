@@ -4,7 +4,7 @@ import type http from 'node:http'
 
 import type { ListenAddress } from '../address.js'
 import { Request as FcgiRequest } from '../request.js'
-import { type FcgiSocket, FCGI_LISTENSOCK_FILENO, initSocket, reportDropped, type SocketAddress, type SocketOptions } from '../socket.js'
+import { type FcgiSocket, FCGI_LISTENSOCK_FILENO, initSocket, reportDropped, reportLimit, type SocketAddress, type SocketOptions } from '../socket.js'
 import { requestInfoFromParams } from './cgi.js'
 import { CgiRequest, isCgiInvocation } from './cgi-mode.js'
 import { systemdListenFd } from '../listen-fds.js'
@@ -176,6 +176,11 @@ export class Server extends EventEmitter {
       socket.on('clientError', (err: Error) => {
         if (this.listenerCount('clientError') > 0) this.emit('clientError', err, null)
         else reportDropped(err)
+      })
+      // The connection limit reached: 'warning' listeners, else a stderr line.
+      socket.on('warning', (err: Error) => {
+        if (this.listenerCount('warning') > 0) this.emit('warning', err)
+        else reportLimit('maxConns', err)
       })
       if (this.#unref) socket.unref()
       this.#loops = Array.from({ length: parallel }, () => this.#serve(socket))

@@ -164,3 +164,29 @@ describe('idleTimeout', () => {
     }
   })
 })
+
+describe('the connection limit', () => {
+  it("maxConns reached: 'warning' (ERR_FASTCGI_MAX_CONNS) and stats; the connection waiting in the backlog is served once one closes", async () => {
+    const path = tmpSocketPath('maxconns')
+    const sock = session.listen({ path }, { maxConns: 2 })
+    const warnings: Array<Error & { code?: string }> = []
+    sock.on('warning', (err: Error) => warnings.push(err))
+    serve(sock, 2)
+    const a = await session.connect({ path })
+    const b = await session.connect({ path })
+    await waitFor(() => sock.stats().connections === 2, { timeoutMs: 5000, what: 'two connections' })
+    const c = await session.connect({ path })  // in the backlog: the socket accepts no more
+    await waitFor(() => warnings.length === 1, { timeoutMs: 5000, what: 'the warning' })
+    expect(warnings[0]!.code).toBe('ERR_FASTCGI_MAX_CONNS')
+    expect(warnings[0]!.message).toMatch(/^2 connections are open, the limit/)
+    expect(sock.stats().maxConnsReached).toBe(1)
+    send(c, 1, '/third')
+    await sleep(200)
+    expect(sock.stats().connections).toBe(2)
+    a.destroy()
+    const r = await c.readUntilEnd(1, 5000)
+    expect(r.stdout.toString()).toBe('ok /third')
+    b.destroy()
+    expect(uncaught.errors).toEqual([])
+  })
+})
