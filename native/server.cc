@@ -521,6 +521,16 @@ void Server::Wake() {
 
 void Server::Post(Completion* c) { post_(c); }
 
+// A socket-level notice for JS (slot 0, kDropped): a dropped request's
+// reason, or kMaxConnsReached.
+void Server::PostNotice(int status) {
+  auto* n = new Completion();
+  n->slot_id = 0;
+  n->kind = EventKind::kDropped;
+  n->status = status;
+  Post(n);
+}
+
 void Server::Arm(Conn* conn, uint32_t events, bool add) {
   epoll_event ev{};
   ev.events = events;
@@ -737,11 +747,7 @@ void Server::AcceptConnections() {
     // Tell JS (a line for the operator): new connections now wait in the
     // listen backlog. JS limits how often it is shown.
     stats_.max_conns_reached++;
-    auto* n = new Completion();
-    n->slot_id = 0;
-    n->kind = EventKind::kDropped;
-    n->status = kMaxConnsReached;
-    Post(n);
+    PostNotice(kMaxConnsReached);
   }
 }
 
@@ -1103,11 +1109,7 @@ void Server::RunAccept(Slot* s) {
   // JS why (a log line for the operator), unless the peer just went away.
   if (int why = FCGX_AcceptError(&s->req); why != 0 && why != FCGX_REQUEST_ABORTED) {
     stats_.dropped_requests++;
-    auto* d = new Completion();
-    d->slot_id = 0;
-    d->kind = EventKind::kDropped;
-    d->status = why;
-    Post(d);
+    PostNotice(why);
   }
   delete c;
   conn->fd = -1;

@@ -282,6 +282,7 @@ class Server {
   void ReapFinished();                             // mu_ held
   void SpawnWorker();                              // mu_ held
   void Post(Completion* c);
+  void PostNotice(int status);  // slot 0, kDropped
 
   int listen_fd_;
   void* owner_ = nullptr;
