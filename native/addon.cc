@@ -421,34 +421,9 @@ Napi::Value ReadJs(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// Buffer | Buffer[] -> owned bytes (copied: no JS memory crosses threads).
-std::vector<char> CopyBytes(Napi::Value v) {
-  std::vector<char> bytes;
-  if (v.IsBuffer()) {
-    auto b = v.As<Napi::Buffer<char>>();
-    bytes.assign(b.Data(), b.Data() + b.Length());
-  } else if (v.IsArray()) {
-    Napi::Array a = v.As<Napi::Array>();
-    size_t total = 0;
-    for (uint32_t i = 0; i < a.Length(); i++) total += a.Get(i).As<Napi::Buffer<char>>().Length();
-    bytes.reserve(total);
-    for (uint32_t i = 0; i < a.Length(); i++) {
-      auto b = a.Get(i).As<Napi::Buffer<char>>();
-      bytes.insert(bytes.end(), b.Data(), b.Data() + b.Length());
-    }
-  }
-  return bytes;
-}
-
-// A stdout write of at least this many bytes is not copied: see WriteJs.
-constexpr size_t kBorrowMin = 16 * 1024;
-
-// Borrows a stdout chunk (Buffer | Buffer[]) of at least kBorrowMin bytes:
-// its pieces, and `keep`, which holds a reference to `chunk` until the op
-// is done with the memory and then gives it back to the JS thread. false:
-// too small (or no reference), the caller copies.
-bool Borrow(Napi::Env env, ServerBox* box, Napi::Value chunk, std::vector<iovec>* pieces,
-            std::shared_ptr<void>* keep) {
+// The memory of a chunk (Buffer | Buffer[]; empty Buffers and anything
+// else skipped), walked once per write or finish; returns the total length.
+size_t Pieces(Napi::Value chunk, std::vector<iovec>* pieces) {
   size_t total = 0;
   auto add = [&](Napi::Value v) {
     if (!v.IsBuffer()) return;
@@ -459,17 +434,35 @@ bool Borrow(Napi::Env env, ServerBox* box, Napi::Value chunk, std::vector<iovec>
   };
   if (chunk.IsArray()) {
     Napi::Array a = chunk.As<Napi::Array>();
+    pieces->reserve(a.Length());
     for (uint32_t i = 0; i < a.Length(); i++) add(a.Get(i));
   } else {
     add(chunk);
   }
-  napi_ref ref;
-  if (total < kBorrowMin || napi_create_reference(env, chunk, 1, &ref) != napi_ok) {
-    pieces->clear();
-    return false;
+  return total;
+}
+
+// The pieces' bytes, copied (no JS memory crosses threads).
+std::vector<char> Concat(const std::vector<iovec>& pieces, size_t total) {
+  std::vector<char> bytes;
+  bytes.reserve(total);
+  for (const iovec& p : pieces) {
+    const char* d = static_cast<const char*>(p.iov_base);
+    bytes.insert(bytes.end(), d, d + p.iov_len);
   }
-  *keep = std::shared_ptr<void>(ref, [box](void* r) { box->Unpin(static_cast<napi_ref>(r)); });
-  return true;
+  return bytes;
+}
+
+// A stdout write of at least this many bytes is not copied: see WriteJs.
+constexpr size_t kBorrowMin = 16 * 1024;
+
+// Keeps `chunk` (whose pieces an op reads in place) alive until the returned
+// holder is released, which gives it back to the JS thread. Empty when no
+// reference could be made (the caller copies instead).
+std::shared_ptr<void> Pin(Napi::Env env, ServerBox* box, Napi::Value chunk) {
+  napi_ref ref;
+  if (napi_create_reference(env, chunk, 1, &ref) != napi_ok) return nullptr;
+  return std::shared_ptr<void>(ref, [box](void* r) { box->Unpin(static_cast<napi_ref>(r)); });
 }
 
 // write(slot, stream, chunk: Buffer | Buffer[])
@@ -489,12 +482,14 @@ Napi::Value WriteJs(const Napi::CallbackInfo& info) {
   int stream = info[1].As<Napi::Number>().Int32Value();
   Napi::Value chunk = info[2];
   std::vector<iovec> pieces;
-  std::shared_ptr<void> keep;
-  if (stream == 1 && Borrow(info.Env(), static_cast<ServerBox*>(s->server->owner()), chunk, &pieces, &keep)) {
-    s->server->WriteBorrowed(s, std::move(pieces), std::move(keep));
-    return info.Env().Undefined();
+  size_t total = Pieces(chunk, &pieces);
+  if (stream == 1 && total >= kBorrowMin) {
+    if (auto keep = Pin(info.Env(), static_cast<ServerBox*>(s->server->owner()), chunk)) {
+      s->server->WriteBorrowed(s, std::move(pieces), std::move(keep));
+      return info.Env().Undefined();
+    }
   }
-  s->server->Write(s, stream, CopyBytes(chunk));
+  s->server->Write(s, stream, Concat(pieces, total));
   return info.Env().Undefined();
 }
 
@@ -514,49 +509,31 @@ Napi::Value FinishJs(const Napi::CallbackInfo& info) {
   Slot* s = GetSlot(info);
   if (!s) return env.Undefined();
   int exit_status = info[1].As<Napi::Number>().Int32Value();
+  std::vector<iovec> pieces;
+  size_t total = Pieces(info[2], &pieces);
   if (info[3].ToBoolean().Value()) {
     // The JS buffers are read in place: FinishNow copies whatever it cannot
     // send before returning.
-    iovec pieces[64];
-    int count = 0;
-    size_t len = 0;
-    bool fits = true;
-    Napi::Value v = info[2];
-    if (v.IsBuffer()) {
-      auto b = v.As<Napi::Buffer<char>>();
-      pieces[count++] = {b.Data(), b.Length()};
-      len = b.Length();
-    } else if (v.IsArray()) {
-      Napi::Array a = v.As<Napi::Array>();
-      fits = a.Length() <= 64;
-      for (uint32_t i = 0; fits && i < a.Length(); i++) {
-        auto b = a.Get(i).As<Napi::Buffer<char>>();
-        pieces[count++] = {b.Data(), b.Length()};
-        len += b.Length();
-      }
-    }
     int status = 0;
-    if (fits) {
-      switch (s->server->FinishNow(s, exit_status, pieces, count, len, &status)) {
-        case Server::FinishResult::kDone:
-          return Napi::Number::New(env, status);
-        case Server::FinishResult::kQueued:
-          return env.Undefined();
-        case Server::FinishResult::kNotNow:
-          break;
-      }
+    switch (s->server->FinishNow(s, exit_status, pieces.data(), static_cast<int>(pieces.size()), total, &status)) {
+      case Server::FinishResult::kDone:
+        return Napi::Number::New(env, status);
+      case Server::FinishResult::kQueued:
+        return env.Undefined();
+      case Server::FinishResult::kNotNow:
+        break;
     }
   }
   // A large last write (a 1 MiB res.end(body)) is read in place, as
   // write() reads it; a small one is copied into libfcgi's buffer and leaves
   // with the end records.
-  std::vector<iovec> pieces;
-  std::shared_ptr<void> keep;
-  if (Borrow(env, static_cast<ServerBox*>(s->server->owner()), info[2], &pieces, &keep)) {
-    s->server->FinishBorrowed(s, exit_status, std::move(pieces), std::move(keep));
-  } else {
-    s->server->Finish(s, exit_status, CopyBytes(info[2]));
+  if (total >= kBorrowMin) {
+    if (auto keep = Pin(env, static_cast<ServerBox*>(s->server->owner()), info[2])) {
+      s->server->FinishBorrowed(s, exit_status, std::move(pieces), std::move(keep));
+      return env.Undefined();
+    }
   }
+  s->server->Finish(s, exit_status, Concat(pieces, total));
   return env.Undefined();
 }
 

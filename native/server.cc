@@ -745,9 +745,14 @@ void Server::AcceptConnections() {
     epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
     listen_armed_ = false;
     // Tell JS (a line for the operator): new connections now wait in the
-    // listen backlog. JS limits how often it is shown.
+    // listen backlog. At most once a second: at the cap, every connection
+    // that closes lets one more in and the cap is reached again.
     stats_.max_conns_reached++;
-    PostNotice(kMaxConnsReached);
+    int64_t now = NowMs();
+    if (now - max_conns_notice_ms_ >= 1000) {
+      max_conns_notice_ms_ = now;
+      PostNotice(kMaxConnsReached);
+    }
   }
 }
 

@@ -311,6 +311,7 @@ class Server {
   int deferred_notifies_ = 0;
   int64_t last_progress_ms_ = 0;
   int64_t next_idle_scan_ms_ = 0;  // idle_timeout_ms: when the poller looks next
+  int64_t max_conns_notice_ms_ = 0;  // the last kMaxConnsReached notice
   bool stopping_ = false;
   bool closed_ = false;
   std::atomic<bool> closing_{false};  // closed_, readable without mu_
