@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { defaultParams, fcgiRequest, type FcgiTarget, parseCgiResponse } from '../helpers/fcgi-client.js';
-import { registerExitCleanup, sleep, waitFor, withTimeout } from '../helpers/wait.js';
+import { alive, registerExitCleanup, sleep, waitFor, withTimeout } from '../helpers/wait.js';
 import { ROOT } from '../lifecycle/child.js';
 
 export { ROOT };
@@ -164,15 +164,7 @@ export async function waitForWorkers(target: FcgiTarget, n: number, opts: { notP
   }
 }
 
-/** True while a process with this pid exists. */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+export { alive } from '../helpers/wait.js';
 
 export async function waitDead(pids: number[], timeoutMs = 10000): Promise<void> {
   await waitFor(() => pids.every((p) => !alive(p)), { timeoutMs, what: `processes ${pids.join(', ')} to be gone` });

@@ -11,7 +11,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 
-import { registerExitCleanup, waitFor, withTimeout } from './wait.js';
+import { alive, registerExitCleanup, waitFor, withTimeout } from './wait.js';
 
 export const SPAWN_FCGI = '/usr/bin/spawn-fcgi';
 
@@ -32,15 +32,6 @@ function killGroup(pgid: number): void {
     process.kill(-pgid, 'SIGKILL');
   } catch {
     // gone
-  }
-}
-
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

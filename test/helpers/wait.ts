@@ -90,6 +90,16 @@ function runExitCleanups(): void {
   }
 }
 
+/** True while a process with this pid exists. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Run `fn` (synchronously) when the test process goes away: on normal exit
  * and on SIGTERM/SIGINT/SIGHUP (vitest stops its fork workers with SIGTERM,
