@@ -40,7 +40,7 @@
     {
       "target_name": "fcgi",
       "dependencies": ["fcgi_static"],
-      "sources": ["native/addon.cc", "native/server.cc", "native/listener.cc"],
+      "sources": ["native/addon.cc", "native/server.cc", "native/listener.cc", "native/wire.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [
         "NAPI_VERSION=8",

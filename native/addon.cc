@@ -384,6 +384,7 @@ Napi::Value ServerStatsJs(const Napi::CallbackInfo& info) {
   o.Set("requests", static_cast<double>(s.requests));
   o.Set("inlineFinishes", static_cast<double>(s.inline_finishes));
   o.Set("idleTimeouts", static_cast<double>(s.idle_timeouts));
+  o.Set("readTimeouts", static_cast<double>(s.read_timeouts));
   o.Set("droppedRequests", static_cast<double>(s.dropped_requests));
   o.Set("maxConnsReached", static_cast<double>(s.max_conns_reached));
   return o;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -23,6 +24,8 @@
 extern "C" {
 #include <fastcgi.h>
 }
+
+#include "wire.h"
 
 namespace fcgi {
 
@@ -53,19 +56,19 @@ constexpr int kListenTimeoutMs = 10;
 // in all before it takes the connection itself.
 constexpr int kShareDeferStepMs = 1;
 constexpr int kShareMaxDeferMs = 20;
+// The most of a request head the poller looks at (MSG_PEEK) to tell whether
+// it has all arrived. Bigger heads (nginx sends at most ~32 KiB with its
+// defaults) are handed to libfcgi as soon as this much is there: a peer
+// stalling after that holds a thread until read_timeout_ms.
+constexpr size_t kHeadPeekMax = 65536;
+// The most of an input stream's next records a worker looks at before
+// reading (InputWait): libfcgi's buffer (64 KiB) plus one whole record.
+constexpr size_t kInputPeekMax = 65536 + FCGI_HEADER_LEN + 65535 + 255;
 
 int64_t NowMs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
-// Would a read of this input stream return without waiting for the peer?
-// Bytes may already sit in libfcgi's buffer (it reads 8 KiB at a time).
-bool InputReady(FCGX_Stream* in, int fd) {
-  if (FCGX_InputBuffered(in) > 0) return true;
-  pollfd p{fd, POLLIN, 0};
-  return poll(&p, 1, 0) > 0;
 }
 
 int Avail(FCGX_Stream* s) { return static_cast<int>(s->stop - s->rdNext); }
@@ -82,39 +85,60 @@ bool ConsumeBufferedEmptyStdin(FCGX_Stream* in, int request_id) {
   if (Avail(in) != 0 || buffered < FCGI_HEADER_LEN) return false;
   // With nothing of the current record left (Avail 0), the raw bytes of the
   // next record start at rdNext.
-  const unsigned char* h = in->rdNext;
-  if (h[0] != FCGI_VERSION_1 || h[1] != FCGI_STDIN || ((h[2] << 8) | h[3]) != request_id ||
-      h[4] != 0 || h[5] != 0 || buffered < FCGI_HEADER_LEN + h[6])
-    return false;
+  if (!EmptyRecordAt(in->rdNext, static_cast<size_t>(buffered), FCGI_STDIN, request_id)) return false;
   return FCGX_GetChar(in) == EOF && FCGX_HasSeenEOF(in) == EOF && FCGX_GetError(in) == 0;
 }
 
-// Has a whole request head arrived: FCGI_BEGIN_REQUEST, then FCGI_PARAMS
-// records up to the empty one that ends them, all in the socket's receive
-// queue (looked at with MSG_PEEK, within the first 16 KiB)? Anything else
-// first (a management record) or a head still in transit: false.
-bool RequestHeadArrived(int fd) {
+// Bytes waiting in a socket's receive queue.
+size_t QueuedBytes(int fd) {
+  int n = 0;
+  return ioctl(fd, FIONREAD, &n) == 0 && n > 0 ? static_cast<size_t>(n) : 0;
+}
+
+// Has a whole request head arrived (ScanHead: kComplete), within the first
+// 16 KiB of the socket's queue? Then FCGX_Accept_r neither waits nor writes.
+bool RequestHeadArrived(int fd, const ParamsLimits& limits) {
   unsigned char buf[16384];
   ssize_t n = recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
-  if (n <= 0) return false;
-  size_t len = static_cast<size_t>(n), at = 0;
-  bool begun = false;
-  while (at + FCGI_HEADER_LEN <= len) {
-    const unsigned char* h = buf + at;
-    size_t content = (static_cast<size_t>(h[4]) << 8) | h[5];
-    size_t next = at + FCGI_HEADER_LEN + content + h[6];
-    if (h[0] != FCGI_VERSION_1 || next > len) return false;
-    if (!begun) {
-      if (h[1] != FCGI_BEGIN_REQUEST) return false;
-      begun = true;
-    } else if (h[1] != FCGI_PARAMS) {
-      return false;  // libfcgi's turn: whatever this is, a worker handles it
-    } else if (content == 0) {
-      return true;
-    }
-    at = next;
+  return n > 0 && ScanHead(buf, static_cast<size_t>(n), limits).kind == HeadScan::kComplete;
+}
+
+// Would a read of a request's input stream wait for the peer? 0: no (bytes
+// to deliver, the stream's end or an error are there, or this cannot be
+// told within kInputPeekMax: libfcgi's turn, bounded by read_timeout_ms);
+// else how many bytes the socket must hold before it would not.
+size_t InputWait(FCGX_Stream* in, int fd, int type, int request_id) {
+  if (Avail(in) > 0 || FCGX_HasSeenEOF(in) == EOF || FCGX_GetError(in) != 0) return 0;
+  int content = 0, padding = 0, skip = 0;
+  if (FCGX_InputRecordState(in, &content, &padding, &skip) != 0) return 0;
+  size_t buffered = static_cast<size_t>(FCGX_InputBuffered(in));
+  if (content > 0 && !skip) {
+    // The common case: more content of the current record.
+    if (buffered > 0) return 0;
+    pollfd p{fd, POLLIN, 0};
+    return poll(&p, 1, 0) > 0 ? 0 : 1;
   }
-  return false;
+  RecordState state{static_cast<size_t>(content), static_cast<size_t>(padding), skip != 0};
+  // Whatever libfcgi has buffered comes first (raw bytes from rdNext, as
+  // nothing of the current record is left to deliver), then the socket's.
+  thread_local std::vector<unsigned char> raw;
+  raw.resize(std::min(kInputPeekMax, buffered + 4096));
+  memcpy(raw.data(), in->rdNext, buffered);
+  for (;;) {
+    ssize_t n = recv(fd, raw.data() + buffered, raw.size() - buffered, MSG_PEEK | MSG_DONTWAIT);
+    size_t queued = n > 0 ? static_cast<size_t>(n) : 0;
+    if (n == 0) return 0;  // the peer closed: libfcgi finds the end at once
+    size_t need = InputNeed(state, raw.data(), buffered + queued, type, request_id);
+    if (need == 0) return 0;
+    if (buffered + queued < raw.size()) {
+      // A peer that has closed sends no more: libfcgi meets the end at once.
+      pollfd p{fd, POLLRDHUP, 0};
+      if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) return 0;
+      return queued + need;
+    }
+    if (raw.size() >= kInputPeekMax) return 0;
+    raw.resize(kInputPeekMax);  // rare: a large record to skip
+  }
 }
 
 // The 8 bytes of a record header.
@@ -219,6 +243,9 @@ bool Server::Start(SysError* err) {
   FCGX_SetManagementValues(options_.max_conns, options_.max_reqs, 0);
   FCGX_SetParamsLimits(options_.params_max_bytes, options_.params_max_count);
   FCGX_SetStreamBufferSizes(options_.in_buffer_size, options_.out_buffer_size);
+  peek_buf_.resize(kHeadPeekMax);
+  params_limits_.max_bytes = options_.params_max_bytes > 0 ? options_.params_max_bytes : FCGX_DEFAULT_PARAMS_MAX_BYTES;
+  params_limits_.max_count = options_.params_max_count > 0 ? options_.params_max_count : FCGX_DEFAULT_PARAMS_MAX_COUNT;
 
   int flags = fcntl(listen_fd_, F_GETFL);
   if (flags < 0 || fcntl(listen_fd_, F_SETFL, flags | O_NONBLOCK) < 0) {
@@ -532,6 +559,7 @@ void Server::PostNotice(int status) {
 }
 
 void Server::Arm(Conn* conn, uint32_t events, bool add) {
+  conn->edge = (events & EPOLLET) != 0;
   epoll_event ev{};
   ev.events = events;
   ev.data.u64 = conn->id;
@@ -554,6 +582,10 @@ void Server::PollerMain() {
         // Look for connections idle too long about twice per timeout (at
         // most once a second): a close comes at most ~1.5x late.
         int64_t wait = std::max<int64_t>(0, next_idle_scan_ms_ - NowMs());
+        if (timeout < 0 || wait < timeout) timeout = static_cast<int>(wait);
+      }
+      if (options_.read_timeout_ms > 0 && !conns_.empty()) {
+        int64_t wait = std::max<int64_t>(0, next_stall_scan_ms_ - NowMs());
         if (timeout < 0 || wait < timeout) timeout = static_cast<int>(wait);
       }
       if (watching_) timeout = kStarvedMs;
@@ -600,6 +632,7 @@ void Server::PollerMain() {
       for (Conn* c : expired) CloseConn(c, false);
     }
     if (options_.idle_timeout_ms > 0) CloseIdleConns();
+    ExpireStalled();
     // Listen again once under the connection cap (or after EMFILE), or at
     // the end of a deferral step (shared accept).
     emfile = false;
@@ -644,7 +677,8 @@ void Server::CloseIdleConns() {
   std::vector<Conn*> expired;
   for (auto& kv : conns_) {
     Conn* c = kv.second;
-    if (c->state == Conn::State::kIdle && !c->lingering && now - c->idle_since_ms >= options_.idle_timeout_ms)
+    if (c->state == Conn::State::kIdle && !c->lingering && c->head_since_ms == 0 &&
+        now - c->idle_since_ms >= options_.idle_timeout_ms)
       expired.push_back(c);
   }
   for (Conn* c : expired) {
@@ -771,6 +805,7 @@ void Server::HandleConnEvent(Conn* conn, uint32_t ev) {
         CloseConn(conn, false);
         return;
       }
+      if (!HeadReady(conn, ev)) return;
       if (conn->lingering) {
         conn->lingering = false;  // its first request has come: serve it
         lingering_--;
@@ -782,6 +817,12 @@ void Server::HandleConnEvent(Conn* conn, uint32_t ev) {
     case Conn::State::kBusy: {
       Slot* s = conn->slot;
       if (s->parked) {
+        if (conn->wait_inq > 1 && !(ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
+            QueuedBytes(conn->fd) < conn->wait_inq) {
+          WatchForMore(conn);  // in the middle of a record: not enough yet
+          return;
+        }
+        StopWatchingForMore(conn);
         s->parked = false;
         s->ops.push_front(std::move(s->parked_op));
         Schedule(s);
@@ -793,12 +834,10 @@ void Server::HandleConnEvent(Conn* conn, uint32_t ev) {
         // request but FCGI_ABORT_REQUEST (or closes the connection).
         unsigned char h[FCGI_HEADER_LEN];
         ssize_t r = recv(conn->fd, h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+        size_t total = r > 0 ? AbortRecordAt(h, static_cast<size_t>(r), s->req.requestId) : 0;
         if (r == 0) {
           gone = true;
-        } else if (r == static_cast<ssize_t>(sizeof h) && h[0] == FCGI_VERSION_1 &&
-                   h[1] == FCGI_ABORT_REQUEST &&
-                   ((h[2] << 8) | h[3]) == s->req.requestId) {
-          size_t total = sizeof h + ((h[4] << 8) | h[5]) + h[6];
+        } else if (total > 0) {
           char sink[512];
           while (total > 0) {
             ssize_t k = recv(conn->fd, sink, std::min(total, sizeof sink), MSG_DONTWAIT);
@@ -833,6 +872,88 @@ void Server::HandleConnEvent(Conn* conn, uint32_t ev) {
     }
     case Conn::State::kReady:
       return;
+  }
+}
+
+// An idle connection the peer wrote to: has its next request's head all
+// arrived, so that libfcgi can read it without waiting? Until it has (or
+// read_timeout_ms passes, ExpireStalled), the connection stays here in the
+// poller, holding no thread and no slot. What libfcgi must see at once
+// (a management record to answer, bytes it refuses, a peer that hung up)
+// goes on too.
+bool Server::HeadReady(Conn* conn, uint32_t ev) {
+  bool ready = true;
+  if (!(ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
+      (conn->wait_inq == 0 || QueuedBytes(conn->fd) >= conn->wait_inq)) {
+    ssize_t n = recv(conn->fd, peek_buf_.data(), peek_buf_.size(), MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) {
+      HeadScan scan = ScanHead(peek_buf_.data(), static_cast<size_t>(n), params_limits_);
+      if (scan.kind == HeadScan::kPartial && static_cast<size_t>(n) < peek_buf_.size()) {
+        if (conn->head_since_ms == 0) conn->head_since_ms = NowMs();
+        conn->wait_inq = static_cast<size_t>(n) + scan.need;
+        ready = false;
+      }
+    }
+  } else if (!(ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+    ready = false;  // still short of wait_inq
+  }
+  if (!ready) {
+    WatchForMore(conn);
+    return false;
+  }
+  conn->head_since_ms = 0;
+  StopWatchingForMore(conn);
+  return true;
+}
+
+// Watched edge-triggered (no EPOLLONESHOT): bytes already queued wake the
+// poller once, and then only new bytes do. A re-armed one-shot watch would
+// fire again at once for the bytes already there.
+void Server::WatchForMore(Conn* conn) {
+  if (conn->edge) return;
+  Arm(conn, EPOLLIN | EPOLLRDHUP | EPOLLET);
+}
+
+// Back to the one-shot scheme: disarmed, as a one-shot watch is after its
+// event (a hang-up is still reported once).
+void Server::StopWatchingForMore(Conn* conn) {
+  conn->wait_inq = 0;
+  if (conn->edge) Arm(conn, EPOLLONESHOT);
+}
+
+// Peers that left a request head, or a record of a request's input, unfinished
+// for read_timeout_ms (mu_ held). A head: the connection is closed and the
+// request dropped (reported as libfcgi's own timeouts are). A read: it fails
+// with ETIMEDOUT, as a read libfcgi made would, and the request is aborted.
+void Server::ExpireStalled() {
+  int64_t now = NowMs();
+  if (options_.read_timeout_ms <= 0 || now < next_stall_scan_ms_) return;
+  next_stall_scan_ms_ = now + std::min<int64_t>(1000, std::max(10, options_.read_timeout_ms / 4));
+  std::vector<Conn*> heads;
+  for (auto& kv : conns_) {
+    Conn* c = kv.second;
+    if (c->state == Conn::State::kIdle && c->head_since_ms > 0 &&
+        now - c->head_since_ms >= options_.read_timeout_ms) {
+      heads.push_back(c);
+    } else if (c->state == Conn::State::kBusy && c->slot != nullptr && c->slot->parked &&
+               now - c->slot->parked_since_ms >= options_.read_timeout_ms) {
+      Slot* s = c->slot;
+      stats_.read_timeouts++;
+      FCGX_Stream* in = s->req.in;
+      if (in->FCGI_errno == 0) in->FCGI_errno = ETIMEDOUT;
+      in->isClosed = 1;
+      StopWatchingForMore(c);
+      Arm(c, EPOLLRDHUP | EPOLLONESHOT);
+      s->parked = false;
+      s->ops.push_front(std::move(s->parked_op));
+      Schedule(s);
+    }
+  }
+  for (Conn* c : heads) {
+    stats_.read_timeouts++;
+    stats_.dropped_requests++;
+    PostNotice(ETIMEDOUT);
+    CloseConn(c, false);
   }
 }
 
@@ -892,7 +1013,7 @@ void Server::Dispatch(std::vector<Slot*>* claimed) {
 // the accept goes to a worker, which may wait for the rest.
 void Server::AcceptClaimed(std::vector<Slot*>& claimed) {
   for (Slot* s : claimed) {
-    if (RequestHeadArrived(s->conn->fd)) {
+    if (RequestHeadArrived(s->conn->fd, params_limits_)) {
       RunAccept(s);
       std::lock_guard<std::mutex> lock(mu_);
       s->running = false;
@@ -1157,6 +1278,9 @@ void Server::RunRead(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
   lock.unlock();
 
   bool parked = false;
+  // Reads wait in the poller, holding no thread, until libfcgi can go on
+  // without waiting for the peer: until the socket holds `wait` bytes.
+  size_t wait = 0;
   if (op.stream == 1 && !s->data_started) {
     // FCGI_DATA follows FCGI_STDIN: skip whatever stdin the app left.
     char sink[4096];
@@ -1164,7 +1288,7 @@ void Server::RunRead(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
       int avail = Avail(in);
       if (avail > 0) {
         FCGX_GetStr(sink, std::min<int>(avail, sizeof sink), in);
-      } else if (InputReady(in, fd)) {
+      } else if ((wait = InputWait(in, fd, FCGI_STDIN, s->req.requestId)) == 0) {
         FCGX_GetStr(sink, 1, in);
       } else {
         parked = true;
@@ -1191,7 +1315,7 @@ void Server::RunRead(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
         continue;
       }
       if (FCGX_HasSeenEOF(in) == EOF) break;
-      if (!InputReady(in, fd)) {
+      if ((wait = InputWait(in, fd, op.stream == 1 ? FCGI_DATA : FCGI_STDIN, s->req.requestId)) != 0) {
         parked = total == 0;
         break;
       }
@@ -1218,6 +1342,8 @@ void Server::RunRead(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
     delete c;
     s->parked_op = std::move(op);
     s->parked = true;
+    s->parked_since_ms = NowMs();
+    s->conn->wait_inq = wait;
     Arm(s->conn, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT);
     return;
   }
@@ -1364,8 +1490,17 @@ void Server::RunFinish(Slot* s, Op& op) {
     // request; if more is still to come, the connection is closed instead.
     char sink[8192];
     size_t budget = 1 << 20;
-    while (FCGX_HasSeenEOF(in) != EOF && budget > 0 && InputReady(in, fd)) {
-      int n = FCGX_GetStr(sink, static_cast<int>(std::min(budget, sizeof sink)), in);
+    while (FCGX_HasSeenEOF(in) != EOF && budget > 0) {
+      // What is buffered, else one buffer fill, and only when that cannot
+      // wait for the peer (a GetStr for more than is there would).
+      int avail = Avail(in), n;
+      if (avail > 0) {
+        n = FCGX_GetStr(sink, static_cast<int>(std::min({budget, sizeof sink, static_cast<size_t>(avail)})), in);
+      } else if (InputWait(in, fd, FCGI_STDIN, s->req.requestId) == 0) {
+        n = FCGX_GetStr(sink, 1, in);
+      } else {
+        break;
+      }
       if (n <= 0) break;
       budget -= static_cast<size_t>(n);
     }

@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "listener.h"
+#include "wire.h"
 
 namespace fcgi {
 
@@ -130,6 +131,7 @@ struct Stats {
   uint64_t idle_timeouts = 0;    // kept connections closed after idle_timeout_ms
   uint64_t dropped_requests = 0; // unreadable (malformed, over the params limits, stalled)
   uint64_t max_conns_reached = 0;  // times the connection cap stopped accepting
+  uint64_t read_timeouts = 0;    // heads and input reads the peer left unfinished for read_timeout_ms
 };
 
 class Server;
@@ -163,6 +165,7 @@ struct Slot {
   bool running = false;        // queued on or running on the pool
   bool parked = false;         // parked_op waits for input in the poller
   Op parked_op;
+  int64_t parked_since_ms = 0;  // read_timeout_ms counts from here
   bool waiting = false;        // accept() pending, in Server::waiting_
   bool active = false;         // a request is accepted and not finished
   bool finishing = false;
@@ -186,6 +189,15 @@ struct Conn {
   int64_t idle_since_ms = 0;   // Idle after a request: since when
   bool lingering = false;      // kept after Close() for one more request (never
                                // used: its first; used: see kHotMs)
+  // Idle: when the first bytes of an unfinished request head came (0: none;
+  // read_timeout_ms counts from here).
+  int64_t head_since_ms = 0;
+  // Idle with part of a head, or Busy with a read parked in the middle of a
+  // record: the poller goes on only once the socket holds this many bytes
+  // (FIONREAD); until then it is watched edge-triggered (`edge`), so that
+  // the bytes already there do not wake the poller again and again.
+  size_t wait_inq = 0;
+  bool edge = false;
 };
 
 class Server {
@@ -251,6 +263,12 @@ class Server {
   void WorkerMain();
   void AcceptConnections();                       // mu_ held
   void CloseIdleConns();                          // mu_ held
+  void ExpireStalled();                           // mu_ held
+  // Idle: has the request head arrived (then it goes to ready_)?
+  bool HeadReady(Conn* conn, uint32_t ev);        // mu_ held
+  // Wait for conn->wait_inq bytes (edge-triggered), or stop waiting.
+  void WatchForMore(Conn* conn);                  // mu_ held
+  void StopWatchingForMore(Conn* conn);           // mu_ held
   bool ShouldDefer(int64_t now);                  // mu_ held
   void PublishConns();                            // mu_ held
   void HandleConnEvent(Conn* conn, uint32_t ev);  // mu_ held
@@ -311,6 +329,9 @@ class Server {
   int deferred_notifies_ = 0;
   int64_t last_progress_ms_ = 0;
   int64_t next_idle_scan_ms_ = 0;  // idle_timeout_ms: when the poller looks next
+  int64_t next_stall_scan_ms_ = 0;  // read_timeout_ms: when the poller looks next
+  std::vector<unsigned char> peek_buf_;  // the poller's (HeadReady)
+  ParamsLimits params_limits_{};  // as libfcgi applies them (ScanHead)
   int64_t max_conns_notice_ms_ = 0;  // the last kMaxConnsReached notice
   bool stopping_ = false;
   bool closed_ = false;

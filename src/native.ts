@@ -84,6 +84,12 @@ export interface NativeStats {
   droppedRequests: number
   /** Times the connection cap (maxConns) was reached: accepting paused, new connections waited in the backlog. */
   maxConnsReached: number
+  /**
+   * Peers that left a request's head (counted in droppedRequests too) or a
+   * record of its input unfinished for readTimeout: the connection was closed,
+   * a read waiting for input failed with ETIMEDOUT and the request was aborted.
+   */
+  readTimeouts: number
 }
 
 export interface Native {
