@@ -65,7 +65,6 @@ process.on('message', async (m) => {
   if (m !== 'stop') return
   await socket.close()
   await Promise.all(loops)
-  process.send?.({ served })
-  process.disconnect?.()
+  process.send?.({ served }, () => process.disconnect?.())
 })
 process.send?.('ready')
