@@ -1351,6 +1351,13 @@ void Server::RunRead(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
     c->status = alloc_error;
   } else if (total == 0 && error != 0) {
     c->status = error;
+    if (error == ETIMEDOUT) {
+      // readTimeout (ExpireStalled): the read's own error first, so that
+      // the app sees why (ETIMEDOUT), then the abort.
+      Post(c);
+      PostAbort(s);
+      return;
+    }
     PostAbort(s);  // a peer that closes or aborts mid-body
   } else if (eof && error == 0) {
     c->eof = true;

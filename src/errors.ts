@@ -15,6 +15,7 @@ export type FastCGIErrorCode =
   | 'ERR_FASTCGI_UNKNOWN_USER'
   | 'ERR_FASTCGI_UNKNOWN_GROUP'
   | 'ERR_FASTCGI_MAX_CONNS'
+  | 'ERR_FASTCGI_READ_TIMEOUT'
 
 export class FastCGIError extends Error {
   readonly code: FastCGIErrorCode

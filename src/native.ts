@@ -80,7 +80,7 @@ export interface NativeStats {
   inlineFinishes: number
   /** Kept connections closed after idleTimeout with no request. */
   idleTimeouts: number
-  /** Requests dropped unread: malformed, params over paramsMaxBytes/paramsMaxCount, or a peer stalled past readTimeout. */
+  /** Requests dropped unread: malformed, params over paramsMaxBytes/paramsMaxCount, or a head not whole within readTimeout. */
   droppedRequests: number
   /** Times the connection cap (maxConns) was reached: accepting paused, new connections waited in the backlog. */
   maxConnsReached: number

@@ -288,8 +288,8 @@ export class FcgiSocket extends EventEmitter {
       code = 'ERR_FASTCGI_UNSUPPORTED_VERSION'
       why = 'it uses an unsupported FastCGI version'
     } else if (status === EAGAIN || status === ETIMEDOUT) {
-      code = 'ERR_FASTCGI_PROTOCOL_ERROR'
-      why = `the web server stalled in the middle of it for readTimeout (${l.readTimeoutMs} ms)`
+      code = 'ERR_FASTCGI_READ_TIMEOUT'
+      why = `its head did not arrive whole within readTimeout (${l.readTimeoutMs} ms)`
     } else if (status > 0) {
       code = 'ERR_FASTCGI_PROTOCOL_ERROR'
       why = `reading it failed (errno ${status})`

@@ -569,6 +569,50 @@ describe('params', () => {
   })
 })
 
+describe('readTimeout: peers that stop sending', () => {
+  it('a head that stops inside PARAMS is dropped after readTimeout: clientError ERR_FASTCGI_READ_TIMEOUT, no thread held meanwhile, the socket serves on', async () => {
+    const s = start({ readTimeout: 800 })
+    const errors: Array<Error & { code?: string }> = []
+    s.on('clientError', (err: Error) => errors.push(err))
+    await expectServing()
+    const threads = s.stats().threads
+    const t0 = Date.now()
+    const conn = await send(encodeBeginRequest(1, 1, false), encodeParams(1, defaultParams()).subarray(0, 30))
+    expect(await conn.waitClosed(5000)).toBe(true)
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(700)
+    expect(conn.bytesReceived).toBe(0)
+    expect(errors.map((e) => e.code)).toEqual(['ERR_FASTCGI_READ_TIMEOUT'])
+    expect(s.stats()).toMatchObject({ readTimeouts: 1, droppedRequests: 1, threads })
+    expect(seen).toHaveLength(1)
+    await expectServing()
+  })
+
+  it('a body that stops inside a record header: the read fails with ETIMEDOUT after readTimeout and the connection is closed', async () => {
+    const s = start({ readTimeout: 800 })
+    let failed: (Error & { code?: string }) | undefined
+    let got = ''
+    handler = async (req) => {
+      try {
+        for await (const chunk of req.stdin) got += String(chunk)
+      } catch (err) {
+        failed = err as Error
+      }
+    }
+    const conn = await send(
+      encodeBeginRequest(1, 1, false),
+      encodeParams(1, defaultParams()),
+      encodeRecord(FCGI_STDIN, 1, Buffer.from('abc')),
+      encodeRecord(FCGI_STDIN, 1, Buffer.from('def')).subarray(0, 3),
+    )
+    await waitFor(() => failed, { timeoutMs: 5000, what: 'the stdin read to fail' })
+    expect(failed!.code).toBe('ETIMEDOUT')
+    expect(got).toBe('abc')
+    expect(await conn.waitClosed(5000)).toBe(true)
+    expect(s.stats().readTimeouts).toBe(1)
+    await expectServing()
+  })
+})
+
 describe('malformed records', () => {
   it('drops a connection that sends a wrong version byte, and keeps serving', async () => {
     start()
