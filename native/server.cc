@@ -888,6 +888,7 @@ bool Server::HeadReady(Conn* conn, uint32_t ev) {
     ssize_t n = recv(conn->fd, peek_buf_.data(), peek_buf_.size(), MSG_PEEK | MSG_DONTWAIT);
     if (n > 0) {
       HeadScan scan = ScanHead(peek_buf_.data(), static_cast<size_t>(n), params_limits_);
+      conn->head_whole = scan.kind == HeadScan::kComplete;
       if (scan.kind == HeadScan::kPartial && static_cast<size_t>(n) < peek_buf_.size()) {
         if (conn->head_since_ms == 0) conn->head_since_ms = NowMs();
         conn->wait_inq = static_cast<size_t>(n) + scan.need;
@@ -1013,7 +1014,7 @@ void Server::Dispatch(std::vector<Slot*>* claimed) {
 // the accept goes to a worker, which may wait for the rest.
 void Server::AcceptClaimed(std::vector<Slot*>& claimed) {
   for (Slot* s : claimed) {
-    if (RequestHeadArrived(s->conn->fd, params_limits_)) {
+    if (s->conn->head_whole || RequestHeadArrived(s->conn->fd, params_limits_)) {
       RunAccept(s);
       std::lock_guard<std::mutex> lock(mu_);
       s->running = false;
@@ -1179,6 +1180,7 @@ void Server::Run(Slot* s, Op& op, std::unique_lock<std::mutex>& lock) {
 
 void Server::RunAccept(Slot* s) {
   int fd = s->conn->fd;
+  s->conn->head_whole = false;
   FCGX_InitRequest(&s->req, -1, 0);
   s->req.ipcFd = fd;
   // Our connection, our rules: libfcgi must never close it lingering on a

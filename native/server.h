@@ -198,6 +198,9 @@ struct Conn {
   // the bytes already there do not wake the poller again and again.
   size_t wait_inq = 0;
   bool edge = false;
+  // The poller saw the whole head (ScanHead kComplete): AcceptClaimed need
+  // not look again. Cleared by RunAccept.
+  bool head_whole = false;
 };
 
 class Server {
