@@ -147,16 +147,18 @@ describe('stalls', () => {
     const during = await t.stats()
     expect(during.stats!.threads, 'native threads while 12 peers stall').toBe(before.stats!.threads)
     await exchange(t, {}, undefined, 5000)
+    // The bystanders have shown that the rest is served during the stall.
+    expect(await by.stop()).toEqual([])
+    console.log(`bystander requests served while 12 peers stall: ${by.completed}; slowest answer: ${by.slowest} ms`)
+    expect(by.completed).toBeGreaterThan(10)
     await withTimeout(Promise.all(closed), 15000, 'every stalled connection to be dropped')
     const dropped = Date.now() - t0
-    console.log(`12 stalled peers dropped within ${dropped} ms (readTimeout 1500 ms); bystander requests served meanwhile: ${by.completed}`)
+    console.log(`12 stalled peers dropped within ${dropped} ms (readTimeout 1500 ms)`)
     expect(dropped).toBeGreaterThanOrEqual(1400)
     const after = await t.stats()
     // 4 heads dropped (counted as dropped requests too), 8 reads timed out
     expect(after.stats!.readTimeouts - before.stats!.readTimeouts).toBe(12)
     expect(after.stats!.droppedRequests - before.stats!.droppedRequests).toBe(4)
-    expect(await by.stop()).toEqual([])
-    console.log(`slowest bystander answer: ${by.slowest} ms`)
     await t.expectIdle(base, { rssGrowth: 64 * MiB })
   }, 60_000)
 
