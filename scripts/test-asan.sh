@@ -11,7 +11,7 @@
 # only to stderr, which vitest or a test's child process may swallow. The
 # script fails when vitest fails or when any report was written.
 #
-#   bash scripts/test-asan.sh                       test/native test/integration test/http
+#   bash scripts/test-asan.sh                       test/native test/integration test/http test/hardening
 #   bash scripts/test-asan.sh test/native/abort.test.ts
 #   ASAN_SKIP_BUILD=1 bash scripts/test-asan.sh     reuse the existing build
 set -uo pipefail
@@ -38,7 +38,7 @@ export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=lib
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:log_path=$logdir/asan:symbolize=1:quarantine_size_mb=16:allow_user_segv_handler=1"
 export UBSAN_OPTIONS="print_stacktrace=1:log_path=$logdir/ubsan"
 
-if (( $# == 0 )); then set -- test/native test/integration test/http; fi
+if (( $# == 0 )); then set -- test/native test/integration test/http test/hardening; fi
 echo "test-asan: vitest run $* (sanitizer logs: $logdir)"
 npx --no vitest run "$@"
 rc=$?
