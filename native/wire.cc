@@ -80,7 +80,11 @@ class PairLengths {
 HeadScan ScanHead(const unsigned char* buf, size_t len, const ParamsLimits& limits) {
   size_t at = 0;
   int request_id = -1;  // set by FCGI_BEGIN_REQUEST
-  bool management = false;
+  // libfcgi answers something in the head (a management record, a second
+  // FCGI_BEGIN_REQUEST) with a write(2): then the head is a worker's, never
+  // kComplete (accepted on the poller or the JS thread, where a write to a
+  // peer that does not read would block everyone).
+  bool answered = false;
   PairLengths pairs(limits);
   for (;;) {
     if (len - at < FCGI_HEADER_LEN) return {HeadScan::kPartial, FCGI_HEADER_LEN - (len - at)};
@@ -94,13 +98,22 @@ HeadScan ScanHead(const unsigned char* buf, size_t len, const ParamsLimits& limi
         return {HeadScan::kHandOver, 0};
       // The first starts the request; one more (multiplexing) is answered
       // FCGI_CANT_MPX_CONN and skipped.
-      if (request_id < 0) request_id = h.id;
+      if (request_id >= 0) {
+        answered = true;
+      } else {
+        request_id = h.id;
+        // A role libfcgi does not know: once the record is whole, it
+        // answers FCGI_UNKNOWN_ROLE and drops the connection.
+        int role = missing == 0 ? (buf[at + FCGI_HEADER_LEN] << 8) | buf[at + FCGI_HEADER_LEN + 1] : 0;
+        if (missing == 0 && role != FCGI_RESPONDER && role != FCGI_AUTHORIZER && role != FCGI_FILTER)
+          return {HeadScan::kHandOver, 0};
+      }
     } else if (h.id == FCGI_NULL_REQUEST_ID) {
       // A management record: answered by libfcgi once it is whole. Before
       // the request has begun, that is libfcgi's job now (the peer may be
       // waiting for the answer before it sends anything else).
       if (missing == 0 && request_id < 0) return {HeadScan::kHandOver, 0};
-      management = true;
+      answered = true;
     } else if (h.id == request_id) {
       // Of the request itself, only FCGI_PARAMS belongs in its head;
       // anything else (FCGI_ABORT_REQUEST, FCGI_STDIN too early) makes
@@ -110,7 +123,7 @@ HeadScan ScanHead(const unsigned char* buf, size_t len, const ParamsLimits& limi
       size_t to = std::min(len, from + h.content);
       if (from < to && !pairs.Feed(buf + from, to - from)) return {HeadScan::kHandOver, 0};
       if (missing == 0 && h.content == 0)
-        return {management ? HeadScan::kHandOver : HeadScan::kComplete, 0};
+        return {answered ? HeadScan::kHandOver : HeadScan::kComplete, 0};
     }
     // Otherwise a record of another request id, skipped by libfcgi.
     if (missing > 0) return {HeadScan::kPartial, missing};

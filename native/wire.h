@@ -28,8 +28,11 @@ struct HeadScan {
     kComplete,
     // libfcgi's turn now, although it may wait for more: a complete
     // management record it must answer, or bytes it will refuse at once (a
-    // wrong version, a malformed FCGI_BEGIN_REQUEST, a record of the
-    // request's own id that is not FCGI_PARAMS, params over the limits).
+    // wrong version, a malformed FCGI_BEGIN_REQUEST or one of a role it
+    // does not know, a record of the request's own id that is not
+    // FCGI_PARAMS, params over the limits); or a whole head in which libfcgi
+    // answers something (a management record, a second FCGI_BEGIN_REQUEST:
+    // a write(2), for a worker to make).
     kHandOver,
     // More bytes are needed: at least `need` more (the rest of the record
     // being received) before anything can change.

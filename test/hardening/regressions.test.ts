@@ -138,3 +138,54 @@ describe('createServer: handlers that never answer and keep nothing', () => {
     expect(code).toBe(0)
   })
 })
+
+// Found by the libFuzzer harness (fuzz/libfcgi_fuzzer.cc): ScanHead called a
+// head "complete" although libfcgi answers each further FCGI_BEGIN_REQUEST
+// in it (FCGI_CANT_MPX_CONN) with a write(2); a complete head is accepted
+// on the poller (or the JS thread), where a write to a peer that does not
+// read blocks everyone.
+describe('a request head carrying many FCGI_BEGIN_REQUESTs, from a peer that never reads', () => {
+  it('other connections are still served', async () => {
+    assertDistFresh()
+    const sock = tmpSocketPath('regr')
+    const script = `
+      import net from 'node:net'
+      import { createServer } from ${JSON.stringify(path.join(ROOT, 'dist/index.js'))}
+      import { encodeRequest, record } from ${JSON.stringify(path.join(ROOT, 'test/helpers/fcgi-wire.mjs'))}
+      const server = createServer((req, res) => res.end('ok'))
+      server.listen(process.argv[1])
+      await new Promise((r) => server.once('listening', r))
+      // 1,000 further FCGI_BEGIN_REQUESTs (16 KiB with the rest of the
+      // head): more answers than a unix socket's buffer takes.
+      const body = (id) => record(1, id, Buffer.from([0, 1, 0, 0, 0, 0, 0, 0]))
+      const head = [body(1)]
+      for (let i = 0; i < 1000; i++) head.push(body(2 + i))
+      head.push(record(4, 1), record(5, 1))
+      const greedy = net.connect(process.argv[1])
+      greedy.on('error', () => {})
+      greedy.pause()  // never reads its answers
+      await new Promise((r) => greedy.on('connect', r))
+      greedy.write(Buffer.concat(head))
+      await new Promise((r) => setTimeout(r, 500))
+      const c = net.connect(process.argv[1])
+      c.on('error', () => {})
+      const got = []
+      c.on('data', (d) => got.push(d))
+      c.write(encodeRequest('/after'))
+      await Promise.race([new Promise((r) => c.on('close', r)), new Promise((r) => setTimeout(r, 5000))])
+      c.destroy()
+      greedy.destroy()
+      process.stdout.write(Buffer.concat(got).toString('latin1').includes('ok') ? 'served' : 'not served')
+      process.exit(0)
+    `
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, sock], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => { out += d })
+    child.stderr.on('data', (d) => { err += d })
+    const code = await withTimeout(new Promise<number | null>((resolve) => child.on('exit', resolve)), 20000, 'the child').finally(() => child.kill('SIGKILL'))
+    expect(err).toBe('')
+    expect(out).toBe('served')
+    expect(code).toBe(0)
+  })
+})
