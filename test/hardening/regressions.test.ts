@@ -25,6 +25,20 @@ const session = new TestSession()
 afterEach(() => session.release())
 const uncaught = trackUncaught()
 
+/**
+ * Runs an ES module script in a child process (a server that may block its
+ * own threads cannot hang vitest), `arg` as its process.argv[1]; bounded.
+ */
+async function runScript(script: string, arg: string, nodeArgs: string[] = []): Promise<{ out: string; err: string; code: number | null }> {
+  const child = spawn(process.execPath, [...nodeArgs, '--input-type=module', '-e', script, arg], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (d) => { out += d })
+  child.stderr.on('data', (d) => { err += d })
+  const code = await withTimeout(new Promise<number | null>((resolve) => child.on('exit', resolve)), 20000, 'the child').finally(() => child.kill('SIGKILL'))
+  return { out, err, code }
+}
+
 async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   let s = ''
   for await (const c of stream) s += String(c)
@@ -127,12 +141,7 @@ describe('createServer: handlers that never answer and keep nothing', () => {
       process.stdout.write(out.includes('ok') ? 'served' : 'not served')
       process.exit(0)
     `
-    const child = spawn(process.execPath, ['--expose-gc', '--input-type=module', '-e', script, sock], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (d) => { out += d })
-    child.stderr.on('data', (d) => { err += d })
-    const code = await withTimeout(new Promise<number | null>((resolve) => child.on('exit', resolve)), 20000, 'the child').finally(() => child.kill('SIGKILL'))
+    const { out, err, code } = await runScript(script, sock, ['--expose-gc'])
     expect(err).toBe('')
     expect(out).toBe('served')
     expect(code).toBe(0)
@@ -178,12 +187,7 @@ describe('a request head carrying many FCGI_BEGIN_REQUESTs, from a peer that nev
       process.stdout.write(Buffer.concat(got).toString('latin1').includes('ok') ? 'served' : 'not served')
       process.exit(0)
     `
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script, sock], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (d) => { out += d })
-    child.stderr.on('data', (d) => { err += d })
-    const code = await withTimeout(new Promise<number | null>((resolve) => child.on('exit', resolve)), 20000, 'the child').finally(() => child.kill('SIGKILL'))
+    const { out, err, code } = await runScript(script, sock)
     expect(err).toBe('')
     expect(out).toBe('served')
     expect(code).toBe(0)
