@@ -943,8 +943,8 @@ void Server::ExpireStalled() {
       FCGX_Stream* in = s->req.in;
       if (in->FCGI_errno == 0) in->FCGI_errno = ETIMEDOUT;
       in->isClosed = 1;
-      StopWatchingForMore(c);
-      Arm(c, EPOLLRDHUP | EPOLLONESHOT);
+      c->wait_inq = 0;
+      Arm(c, EPOLLRDHUP | EPOLLONESHOT);  // as a busy connection is watched
       s->parked = false;
       s->ops.push_front(std::move(s->parked_op));
       Schedule(s);
